@@ -1,0 +1,220 @@
+"""Data-preparation subcommands: synthesize, import, create-targets, discover-runs, split-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from octopi.cli.options import (
+    build,
+    build_data_config,
+    config_option,
+    csv_numbers,
+    data_options,
+    friendly_errors,
+    split_csv,
+)
+from octopi.config import (
+    CopickSource,
+    ImportConfig,
+    PickSpec,
+    SynthesizeConfig,
+    TargetsConfig,
+    TargetSpec,
+    workflow_json_schema,
+)
+
+
+@click.command()
+@click.option(
+    "--output", required=True, type=click.Path(path_type=Path), help="New project folder."
+)
+@click.option("--runs", type=int, help="Number of runs.  [default: 4]")
+@click.option(
+    "--shape", callback=csv_numbers(int), help="Tomogram shape Z,Y,X.  [default: 64,128,128]"
+)
+@click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: 10]")
+@click.option("--seed", type=int, help="Random seed; same seed, same project.  [default: 0]")
+@click.option("--pick-info", help="Ground-truth picks user_id,session_id.  [default: curation,0]")
+@friendly_errors
+def synthesize(output, runs, shape, voxel_size, seed, pick_info):
+    """Make a synthetic copick project (six CZII particle classes, wbp and denoised tomograms)."""
+    import time
+
+    from octopi.data.synthetic import synthesize_project
+    from octopi.io_utils import write_resolved_config
+
+    if shape is not None and len(shape) != 3:
+        raise click.BadParameter("expected three values Z,Y,X", param_hint="--shape")
+    config = build(
+        SynthesizeConfig,
+        output=output,
+        runs=runs,
+        shape_zyx=tuple(shape) if shape else None,
+        voxel_size_angstrom=voxel_size,
+        seed=seed,
+        picks=PickSpec.parse(pick_info) if pick_info else None,
+    )
+    start = time.perf_counter()
+    summary = synthesize_project(config)
+    write_resolved_config(config.output, "synthesize", config)
+    seconds = time.perf_counter() - start
+    total = sum(sum(counts.values()) for counts in summary.runs.values())
+    click.echo(
+        f"wrote {len(summary.runs)} runs of shape {summary.shape_zyx} at "
+        f"{summary.voxel_size_angstrom:g} Å, {total} particles, in {seconds:.1f} s"
+    )
+    click.echo(f"copick config: {summary.config_path}")
+
+
+@click.command("create-targets")
+@config_option
+@click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: 10]")
+@click.option(
+    "--target-info",
+    help="Segmentation to write: name,user_id,session_id.  [default: targets,octopi,1]",
+)
+@click.option("--pick-info", help="Picks to read: user_id,session_id.  [default: curation,0]")
+@click.option("--objects", help="Objects to include, comma-separated.  [default: every particle]")
+@click.option(
+    "--radius-fraction", type=float, help="Ball radius / particle radius.  [default: 0.4]"
+)
+@click.option("--run-ids", help="Runs to process, comma-separated.  [default: all]")
+@click.option(
+    "--output", type=click.Path(path_type=Path), help="Folder for the resolved config and summary."
+)
+@friendly_errors
+def create_targets(
+    configs, voxel_size, target_info, pick_info, objects, radius_fraction, run_ids, output
+):
+    """Turn particle picks into multi-class label volumes (segmentation targets) in copick."""
+    from octopi.data.targets import create_targets as run_create_targets
+    from octopi.io_utils import atomic_write_json, write_resolved_config
+
+    config = build(
+        TargetsConfig,
+        configs=[CopickSource.parse(text) for text in configs],
+        voxel_size_angstrom=voxel_size,
+        target=TargetSpec.parse(target_info) if target_info else None,
+        picks=PickSpec.parse(pick_info) if pick_info else None,
+        objects=split_csv(objects),
+        radius_fraction=radius_fraction,
+        run_ids=split_csv(run_ids),
+    )
+    summary = run_create_targets(config)
+    if output is not None:
+        write_resolved_config(output, "create-targets", config)
+        atomic_write_json(Path(output) / "targets.json", summary)
+    for run, counts in summary.items():
+        click.echo(f"{run}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    click.echo(f"wrote target segmentation {config.target} for {len(summary)} runs")
+
+
+@click.command("import")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="copick config file.",
+)
+@click.option(
+    "--input",
+    "input_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of .mrc/.rec files.",
+)
+@click.option("--tomo-alg", help="Tomogram algorithm name to write.  [default: wbp]")
+@click.option(
+    "--output-voxel-size",
+    type=float,
+    help="Resample to this voxel size (Å).  [default: as in the header]",
+)
+@click.option("--overwrite", is_flag=True, default=None, help="Replace existing tomograms.")
+@friendly_errors
+def import_mrc(config_path, input_dir, tomo_alg, output_voxel_size, overwrite):
+    """Import MRC tomograms into a copick project (run names from file names)."""
+    from octopi.data.mrc_import import import_mrc_tomograms
+
+    config = build(
+        ImportConfig,
+        config=config_path,
+        input_dir=input_dir,
+        tomo_algorithm=tomo_alg,
+        output_voxel_size_angstrom=output_voxel_size,
+        overwrite=overwrite,
+    )
+    for item in import_mrc_tomograms(config):
+        click.echo(
+            f"{item.run_name}: {item.source.name} {item.shape_zyx} at "
+            f"{item.voxel_size_angstrom:g} Å (header {item.source_voxel_size_angstrom:g} Å)"
+        )
+
+
+@click.command("discover-runs")
+@data_options
+@click.option(
+    "--output", required=True, type=click.Path(path_type=Path), help="runs.json to write."
+)
+@friendly_errors
+def discover_runs(output, **data_values):
+    """List the runs that have the requested tomograms and targets (runs.json)."""
+    from octopi.data.copick_io import CopickProjects
+    from octopi.data.split import discover_runs as run_discovery
+    from octopi.io_utils import atomic_write_json
+
+    data = build_data_config(**data_values)
+    discovery = run_discovery(CopickProjects(data.configs), data)
+    atomic_write_json(output, {"data": data.model_dump(mode="json"), **discovery.to_dict()})
+    click.echo(f"{len(discovery.usable)} usable runs, {len(discovery.skipped)} skipped → {output}")
+    for key, why in discovery.skipped.items():
+        click.echo(f"  skipped {key}: {why}")
+
+
+@click.command("split-runs")
+@data_options
+@click.option("--seed", "split_seed", type=int, help="Seed of the split.  [default: 42]")
+@click.option(
+    "--runs-file",
+    type=click.Path(exists=True, path_type=Path),
+    help="runs.json from discover-runs (else discover now).",
+)
+@click.option(
+    "--output", required=True, type=click.Path(path_type=Path), help="split.json to write."
+)
+@friendly_errors
+def split_runs(output, runs_file, **data_values):
+    """Split usable runs into train / validation (/ test) sets (split.json)."""
+    from octopi.data.copick_io import CopickProjects
+    from octopi.data.split import discover_runs as run_discovery
+    from octopi.data.split import split_runs as run_split
+    from octopi.io_utils import atomic_write_json
+
+    data = build_data_config(**data_values)
+    projects = CopickProjects(data.configs)
+    if runs_file is not None:
+        usable = json.loads(Path(runs_file).read_text())["usable"]
+    else:
+        usable = run_discovery(projects, data).usable
+    split = run_split(usable, data, projects)
+    atomic_write_json(output, {"data": data.model_dump(mode="json"), **split.to_dict()})
+    click.echo(
+        f"train {len(split.train)}, validation {len(split.validate)}, test {len(split.test)} "
+        f"→ {output}"
+    )
+
+
+@click.command()
+@click.option("--output", type=click.Path(path_type=Path), help="Write here instead of stdout.")
+def schema(output):
+    """Print the JSON schema of the workflow config (workflow/schemas/config.schema.json)."""
+    from octopi.io_utils import atomic_write_text
+
+    text = json.dumps(workflow_json_schema(), indent=2) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write_text(output, text)

@@ -1,0 +1,124 @@
+"""Shared click options and the glue from CLI values to config models.
+
+Options default to ``None``; :func:`build` drops ``None`` values so every default comes from
+the config models in :mod:`octopi.config`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from octopi.config import CopickSource, DataConfig, TargetSpec
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def split_csv(value: str | None) -> list[str] | None:
+    """``"a, b,c"`` → ``["a", "b", "c"]``; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def csv_numbers(kind: type) -> Callable[[click.Context, click.Parameter, str | None], list | None]:
+    """A click callback parsing a comma list of ``kind`` (int or float)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> list | None:
+        if value is None:
+            return None
+        try:
+            return [kind(part) for part in split_csv(value) or []]
+        except ValueError as error:
+            raise click.BadParameter(
+                f"expected a comma-separated list of {kind.__name__}s, got {value!r}"
+            ) from error
+
+    return parse
+
+
+def _validation_message(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "value"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def build(model: type[ModelT], **values: Any) -> ModelT:
+    """Construct ``model`` from the non-``None`` values (others take the model's defaults)."""
+    return model(**{key: value for key, value in values.items() if value is not None})
+
+
+def friendly_errors(command: Callable) -> Callable:
+    """Turn expected failures (bad input, missing data) into a one-paragraph CLI error."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ValidationError as error:
+            raise click.ClickException(_validation_message(error)) from error
+        except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
+            raise click.ClickException(str(error).strip("'\"")) from error
+
+    return wrapper
+
+
+def config_option(command: Callable) -> Callable:
+    return click.option(
+        "--config",
+        "configs",
+        multiple=True,
+        required=True,
+        help="copick config file; repeat for several projects as session_name,path.",
+    )(command)
+
+
+def data_options(command: Callable) -> Callable:
+    """The data-selection options shared by train, split-runs and model-explore."""
+    decorators = [
+        config_option,
+        click.option("--voxel-size", type=float, help="Voxel size (Å) of tomograms and targets."),
+        click.option("--target-info", help="Target segmentation: name or name,user_id,session_id."),
+        click.option("--tomo-alg", help="Tomogram algorithm(s), comma-separated."),
+        click.option("--trainRunIDs", "train_run_ids", help="Explicit training run IDs."),
+        click.option("--validateRunIDs", "validate_run_ids", help="Explicit validation run IDs."),
+        click.option(
+            "--data-split",
+            callback=csv_numbers(float),
+            help="train ratio (0.8 → train/val) or train,val (0.7,0.1 → train/val/test).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def build_data_config(
+    configs: tuple[str, ...],
+    voxel_size: float | None = None,
+    target_info: str | None = None,
+    tomo_alg: str | None = None,
+    train_run_ids: str | None = None,
+    validate_run_ids: str | None = None,
+    data_split: list[float] | None = None,
+    split_seed: int | None = None,
+) -> DataConfig:
+    """DataConfig from the values of :func:`data_options`."""
+    return build(
+        DataConfig,
+        configs=[CopickSource.parse(text) for text in configs],
+        voxel_size_angstrom=voxel_size,
+        target=TargetSpec.parse(target_info) if target_info else None,
+        tomo_algorithms=split_csv(tomo_alg),
+        train_run_ids=split_csv(train_run_ids),
+        validate_run_ids=split_csv(validate_run_ids),
+        data_split=data_split,
+        split_seed=split_seed,
+    )

@@ -1,0 +1,121 @@
+"""MRC tomograms → copick tomograms.
+
+Labs keep reconstructions as MRC files; this reads each ``.mrc`` / ``.rec`` file of a folder,
+takes the voxel size from its header, optionally resamples it in Fourier space to a target
+voxel size, and writes it as tomogram ``algorithm`` of the run named after the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from octopi.config import CopickSource, ImportConfig
+from octopi.data.copick_io import CopickDataError, CopickProjects
+
+MRC_SUFFIXES = (".mrc", ".rec", ".map")
+# Run names become directory names and the session/run separator is "/".
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+
+
+@dataclass(frozen=True)
+class ImportedTomogram:
+    run_name: str
+    source: Path
+    shape_zyx: tuple[int, int, int]
+    source_voxel_size_angstrom: float
+    voxel_size_angstrom: float
+
+
+def fourier_rescale(volume: np.ndarray, factor: float) -> np.ndarray:
+    """Resample a (Z, Y, X) volume by ``factor`` (new shape = round(shape × factor)).
+
+    Crops (factor < 1, binning without aliasing) or zero-pads (factor > 1) the centred
+    spectrum, keeping the mean value. Returns float32.
+    """
+    new_shape = tuple(max(1, int(round(n * factor))) for n in volume.shape)
+    spectrum = np.fft.fftshift(np.fft.fftn(volume.astype(np.float32)))
+    out = np.zeros(new_shape, dtype=np.complex64)
+    src, dst = [], []
+    for old_n, new_n in zip(volume.shape, new_shape, strict=True):
+        keep = min(old_n, new_n)
+        src.append(slice(old_n // 2 - keep // 2, old_n // 2 - keep // 2 + keep))
+        dst.append(slice(new_n // 2 - keep // 2, new_n // 2 - keep // 2 + keep))
+    out[tuple(dst)] = spectrum[tuple(src)]
+    result = np.fft.ifftn(np.fft.ifftshift(out)).real
+    result *= np.prod(new_shape) / np.prod(volume.shape)
+    return result.astype(np.float32)
+
+
+def _read_header(path: Path) -> tuple[tuple[int, int, int], float]:
+    import mrcfile
+
+    with mrcfile.open(path, permissive=True, header_only=True) as mrc:
+        header = mrc.header
+        shape = (int(header.nz), int(header.ny), int(header.nx))
+        voxel = float(mrc.voxel_size.x)
+    return shape, voxel
+
+
+def import_mrc_tomograms(
+    config: ImportConfig, show_progress: bool = True
+) -> list[ImportedTomogram]:
+    """Import every MRC file of ``config.input_dir`` into the copick project ``config.config``.
+
+    All files are checked (names, headers, existing tomograms) before the first is written.
+    """
+    import mrcfile
+    from tqdm import tqdm
+
+    folder = Path(config.input_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"input folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MRC_SUFFIXES)
+    if not files:
+        raise CopickDataError(f"no {'/'.join(MRC_SUFFIXES)} files in {folder}")
+    projects = CopickProjects([CopickSource(path=config.config)])
+    existing = {ref.run_name: ref for ref in projects.runs()}
+
+    plan: list[ImportedTomogram] = []
+    for path in files:
+        name = path.stem
+        if not _RUN_NAME.match(name):
+            raise CopickDataError(
+                f"{path.name}: run name {name!r} is not usable in copick; rename the file to "
+                "letters, digits, '.', '_' and '-' (starting with a letter or digit)"
+            )
+        shape, voxel = _read_header(path)
+        if voxel <= 0:
+            raise CopickDataError(
+                f"{path.name}: the MRC header has no voxel size; set it (e.g. `alterheader`)"
+            )
+        target_voxel = config.output_voxel_size_angstrom or voxel
+        factor = voxel / target_voxel
+        new_shape = tuple(max(1, int(round(n * factor))) for n in shape)
+        if name in existing and not config.overwrite:
+            present = projects.tomogram_algorithms(existing[name], target_voxel)
+            if config.tomo_algorithm in present:
+                raise CopickDataError(
+                    f"run {name} already has tomogram {config.tomo_algorithm!r} at voxel size "
+                    f"{target_voxel:g}; pass --overwrite to replace it"
+                )
+        plan.append(ImportedTomogram(name, path, new_shape, voxel, target_voxel))
+
+    for item in tqdm(plan, desc="import", unit="tomogram", disable=not show_progress):
+        with mrcfile.open(item.source, permissive=True) as mrc:
+            volume = np.asarray(mrc.data, dtype=np.float32)
+        if item.voxel_size_angstrom != item.source_voxel_size_angstrom:
+            volume = fourier_rescale(
+                volume, item.source_voxel_size_angstrom / item.voxel_size_angstrom
+            )
+        projects.write_tomogram(
+            item.run_name,
+            item.voxel_size_angstrom,
+            config.tomo_algorithm,
+            volume,
+            overwrite=config.overwrite,
+        )
+    return plan

@@ -1,0 +1,123 @@
+"""Synthetic copick projects for demos, tests and benchmarks.
+
+The volumes come from :mod:`octopi.data.synthetic_volume` (particles, tilt series, weighted
+back-projection); this module lays them out as a copick project: a ``copick.json`` beside a
+``data/`` overlay, tomograms ``wbp`` and ``denoised``, and ground-truth picks under
+``config.picks`` (default user ``curation``, session ``0``, as in the CZII data).
+The project is built in a temporary directory and renamed into place, so a failed or killed
+run never leaves a project that looks complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from octopi.config import CopickSource, SynthesizeConfig
+from octopi.data.copick_io import CopickProjects, ParticleObject, write_project_config
+from octopi.data.synthetic_volume import CZII_PARTICLES, simulate_run
+
+TOMOGRAM_ALGORITHMS = ("wbp", "denoised")
+
+# Colours and PDB IDs as in the CZII challenge's copick config.
+_CZII_METADATA = {
+    "apo-ferritin": ((0, 117, 220, 128), "4V1W"),
+    "beta-amylase": ((153, 63, 0, 128), "1FA2"),
+    "beta-galactosidase": ((76, 0, 92, 128), "6X1Q"),
+    "ribosome": ((0, 92, 49, 128), "6EK0"),
+    "thyroglobulin": ((43, 206, 72, 128), "6SCJ"),
+    "virus-like-particle": ((255, 204, 153, 128), "6N4V"),
+}
+
+
+@dataclass(frozen=True)
+class SynthesisSummary:
+    """What `octopi synthesize` made."""
+
+    config_path: Path
+    runs: dict[str, dict[str, int]]  # run -> object -> number of particles
+    shape_zyx: tuple[int, int, int]
+    voxel_size_angstrom: float
+
+
+def czii_objects() -> list[ParticleObject]:
+    """The six CZII particle classes as copick objects."""
+    return [
+        ParticleObject(
+            name=particle.name,
+            label=particle.label,
+            radius_angstrom=particle.radius_angstrom,
+            color=_CZII_METADATA[particle.name][0],
+            pdb_id=_CZII_METADATA[particle.name][1],
+        )
+        for particle in CZII_PARTICLES
+    ]
+
+
+def run_names(config: SynthesizeConfig) -> list[str]:
+    return [f"{config.run_prefix}_{index}" for index in range(config.runs)]
+
+
+def synthesize_project(config: SynthesizeConfig, show_progress: bool = True) -> SynthesisSummary:
+    """Build the project described by ``config`` at ``config.output``.
+
+    Raises ``FileExistsError`` when ``config.output`` already holds files.
+    """
+    from tqdm import tqdm
+
+    output = Path(config.output).resolve()
+    if output.exists() and any(output.iterdir()):
+        raise FileExistsError(f"{output} exists and is not empty; choose a new --output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        objects = czii_objects()
+        config_path = write_project_config(
+            staging / "copick.json",
+            staging / "data",
+            objects,
+            name="octopi synthetic project",
+            description=f"octopi synthesize, seed {config.seed}, shape {config.shape_zyx}",
+        )
+        projects = CopickProjects([CopickSource(path=config_path)])
+        counts: dict[str, dict[str, int]] = {}
+        for index, name in enumerate(
+            tqdm(run_names(config), desc="synthesize", unit="run", disable=not show_progress)
+        ):
+            run = simulate_run(
+                config.shape_zyx, config.voxel_size_angstrom, seed=config.seed * 10_000 + index
+            )
+            for algorithm in TOMOGRAM_ALGORITHMS:
+                projects.write_tomogram(
+                    name, config.voxel_size_angstrom, algorithm, getattr(run, algorithm)
+                )
+            counts[name] = {}
+            for obj in objects:
+                centers = run.centers_voxel.get(obj.name)
+                if centers is None:
+                    continue
+                positions_angstrom_xyz = centers[:, ::-1] * config.voxel_size_angstrom
+                projects.write_picks(name, obj.name, config.picks, positions_angstrom_xyz)
+                counts[name][obj.name] = len(centers)
+        # Point copick.json at the final location before the rename makes the project visible.
+        write_project_config(
+            staging / "copick.json",
+            output / "data",
+            objects,
+            name="octopi synthetic project",
+            description=f"octopi synthesize, seed {config.seed}, shape {config.shape_zyx}",
+        )
+        if output.exists():
+            output.rmdir()
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return SynthesisSummary(
+        config_path=output / "copick.json",
+        runs=counts,
+        shape_zyx=tuple(config.shape_zyx),
+        voxel_size_angstrom=config.voxel_size_angstrom,
+    )

@@ -1,0 +1,69 @@
+"""Atomic file writes and resolved-config records.
+
+Every output is written to a temporary name in its final directory and renamed into place, so
+a killed job never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        yield temp
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as temp:
+        temp.write_text(text)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_write_yaml(path: str | Path, data: Any) -> None:
+    """Write ``data`` as YAML to ``path`` atomically (keys in insertion order)."""
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def to_plain(model: BaseModel) -> dict[str, Any]:
+    """A config model as plain JSON-compatible data (paths as strings)."""
+    return model.model_dump(mode="json")
+
+
+def write_resolved_config(directory: str | Path, command: str, model: BaseModel) -> Path:
+    """Record the fully resolved config a command ran with, as ``<command>_config.yaml``.
+
+    Returns the path written.
+    """
+    path = Path(directory) / f"{command}_config.yaml"
+    atomic_write_yaml(path, {"command": command, **to_plain(model)})
+    return path
