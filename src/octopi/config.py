@@ -125,6 +125,9 @@ class DataConfig(Frozen):
         default=["wbp"], min_length=1, description="Tomogram algorithms; each is one sample"
     )
     target: TargetSpec = TargetSpec()
+    ground_truth: PickSpec = Field(
+        default=PickSpec(), description="picks that validation and test runs are scored against"
+    )
     train_run_ids: list[str] | None = Field(default=None, description="Explicit training runs")
     validate_run_ids: list[str] | None = Field(default=None, description="Explicit validation runs")
     data_split: list[float] = Field(

@@ -19,6 +19,10 @@ COMMANDS: dict[str, str] = {
     "create-targets": "octopi.cli.data_cmds:create_targets",
     "discover-runs": "octopi.cli.data_cmds:discover_runs",
     "split-runs": "octopi.cli.data_cmds:split_runs",
+    "train": "octopi.cli.train_cmd:train",
+    "segment": "octopi.cli.infer_cmds:segment",
+    "localize": "octopi.cli.infer_cmds:localize",
+    "evaluate": "octopi.cli.infer_cmds:evaluate",
     "schema": "octopi.cli.data_cmds:schema",
 }
 

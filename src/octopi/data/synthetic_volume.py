@@ -218,7 +218,7 @@ def _class_counts(
     """Particles per class: the body volumes sum to ``crowding`` of the volume on average.
 
     Counts scale as r^-1.5 so that small particles are more numerous than large ones, but
-    less extremely than equal-volume shares would make them.
+    less extremely than equal-volume shares would make them. Every class asks for at least one.
     """
     weights = radii_voxel**-1.5
     sphere_volumes = 4.0 / 3.0 * np.pi * radii_voxel**3
@@ -375,7 +375,9 @@ def simulate_run(
     amplitudes = rng.uniform(0.4, 1.1, len(distractor_centres))
     for i, centre in enumerate(distractor_centres):
         body_axes = tuple(axes[i])
-        _splat(density, centre, distractor_radii[i], rotations[i], "globule", amplitudes[i], body_axes)
+        _splat(
+            density, centre, distractor_radii[i], rotations[i], "globule", amplitudes[i], body_axes
+        )
     if keep_out is not None:
         _add_membrane(density, keep_out)
 

@@ -1,0 +1,1 @@
+"""Network registry, model cards and search spaces."""

@@ -1,0 +1,128 @@
+"""Networks by name: one builder per model family, all MONAI implementations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from octopi.config import (
+    AttentionUnetConfig,
+    MedNeXtConfig,
+    SegResNetConfig,
+    UnetConfig,
+)
+from octopi.models.model_card import ModelCard
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _unet(arch: UnetConfig, out_channels: int) -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=out_channels,
+        channels=arch.channels,
+        strides=arch.strides,
+        num_res_units=arch.num_res_units,
+        dropout=arch.dropout,
+        norm="INSTANCE",
+    )
+
+
+def _attention_unet(arch: AttentionUnetConfig, out_channels: int) -> torch.nn.Module:
+    from monai.networks.nets import AttentionUnet
+
+    return AttentionUnet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=out_channels,
+        channels=arch.channels,
+        strides=arch.strides,
+        dropout=arch.dropout,
+    )
+
+
+def _segresnet(arch: SegResNetConfig, out_channels: int) -> torch.nn.Module:
+    from monai.networks.nets import SegResNet
+
+    return SegResNet(
+        spatial_dims=3,
+        init_filters=arch.init_filters,
+        in_channels=1,
+        out_channels=out_channels,
+        dropout_prob=arch.dropout or None,
+        blocks_down=tuple(arch.blocks_down),
+        blocks_up=tuple([1] * (len(arch.blocks_down) - 1)),
+    )
+
+
+def _mednext(arch: MedNeXtConfig, out_channels: int) -> torch.nn.Module:
+    from monai.networks.nets import MedNeXt
+
+    return MedNeXt(
+        spatial_dims=3,
+        init_filters=arch.init_filters,
+        in_channels=1,
+        out_channels=out_channels,
+        encoder_expansion_ratio=arch.expansion_ratio,
+        decoder_expansion_ratio=arch.expansion_ratio,
+        bottleneck_expansion_ratio=arch.expansion_ratio,
+        kernel_size=arch.kernel_size,
+        blocks_down=tuple(arch.blocks_down),
+        blocks_bottleneck=arch.blocks_bottleneck,
+        blocks_up=tuple(reversed(arch.blocks_down)),
+    )
+
+
+BUILDERS: dict[str, Callable] = {
+    "Unet": _unet,
+    "AttentionUnet": _attention_unet,
+    "SegResNet": _segresnet,
+    "MedNeXt": _mednext,
+}
+
+
+def check_patch_size(card: ModelCard, dim_in: int | None = None) -> None:
+    """Raise ``ValueError`` unless the patch edge is a multiple of the network's downsampling."""
+    edge = card.dim_in if dim_in is None else dim_in
+    factor = card.architecture.downsampling_factor()
+    if edge % factor:
+        raise ValueError(
+            f"--dim-in {edge} is not divisible by {factor}, the {card.architecture.model_type}'s "
+            f"total downsampling (product of the strides); use a multiple of {factor}"
+        )
+
+
+def build_model(card: ModelCard) -> torch.nn.Module:
+    """A freshly initialised network for ``card`` (weights from torch's current RNG state)."""
+    check_patch_size(card)
+    return BUILDERS[card.architecture.model_type](card.architecture, card.out_channels)
+
+
+def load_model(card: ModelCard, weights_path: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """Build the network of ``card`` and load ``weights_path`` into it (strictly).
+
+    Raises ``ValueError`` naming the mismatch when the weights belong to another architecture.
+    """
+    import torch
+
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"model weights not found: {weights_path}")
+    model = build_model(card)
+    state = torch.load(weights_path, map_location=device, weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a full training checkpoint
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first_lines = "\n".join(str(error).splitlines()[:4])
+        raise ValueError(
+            f"weights {weights_path} do not match the model config "
+            f"({card.architecture.model_type}, {card.out_channels} output channels): {first_lines}"
+        ) from error
+    return model.to(device)

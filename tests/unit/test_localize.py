@@ -1,0 +1,192 @@
+"""Tests for octopi.inference.localize on small synthetic volumes (voxel size 10 Å)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from octopi.inference.localize import ClassPicks, LocalizeClass, LocalizeSettings, localize
+
+VOXEL_ANGSTROM = 10.0
+APO = LocalizeClass("apo-ferritin", 1, 60.0)  # 6 voxels
+RIBO = LocalizeClass("ribosome", 2, 100.0)  # 10 voxels
+
+
+def _distances_voxel(centers: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(K, Z, Y, X) distances in voxels from every voxel to each of K centres."""
+    grid = np.indices(shape, dtype=np.float64)
+    return np.stack([np.sqrt(((grid - c[:, None, None, None]) ** 2).sum(axis=0)) for c in centers])
+
+
+def _label_volume(shape, spheres):
+    """spheres: list of (label, radius_voxel, centre (3,)) drawn as hard balls."""
+    volume = np.zeros(shape, dtype=np.uint8)
+    for label, radius, center in spheres:
+        volume[_distances_voxel(np.array([center]), shape)[0] <= radius] = label
+    return volume
+
+
+def _probability_volume(shape, spheres, n_channels=3, softness_voxel=1.0, peak=0.95):
+    """(C, Z, Y, X) probabilities: a logistic falloff at each sphere's radius, channel 0 the rest."""
+    probs = np.zeros((n_channels, *shape), dtype=np.float32)
+    for label, radius, center in spheres:
+        distance = _distances_voxel(np.array([center]), shape)[0]
+        soft = peak / (1.0 + np.exp((distance - radius) / softness_voxel))
+        probs[label] = np.maximum(probs[label], soft)
+    probs[0] = np.clip(1.0 - probs[1:].sum(axis=0), 0.0, 1.0)
+    return probs
+
+
+def _assert_recovered(picks: ClassPicks, truth: list[np.ndarray], tolerance_voxel=1.0):
+    assert len(picks) == len(truth), picks.centers_voxel
+    for center in truth:
+        nearest = np.linalg.norm(picks.centers_voxel - center, axis=1).min()
+        assert nearest <= tolerance_voxel, (center, picks.centers_voxel)
+
+
+def _separated_centres(rng, shape, radius, count):
+    """Random non-integer centres at least 2.5 radii apart and inside the volume."""
+    centres: list[np.ndarray] = []
+    while len(centres) < count:
+        c = rng.uniform(radius + 1, np.array(shape) - radius - 1)
+        if all(np.linalg.norm(c - o) > 2.5 * radius for o in centres):
+            centres.append(c)
+    return centres
+
+
+@pytest.mark.parametrize("method", ["peaks", "components"])
+def test_label_spheres_recovered_within_one_voxel(method):
+    rng = np.random.default_rng(0)
+    shape = (40, 64, 64)
+    apo = _separated_centres(rng, shape, 12, 4)
+    ribo = [np.array([20.3, 50.6, 14.2])]
+    spheres = [(1, 6.0, c) for c in apo] + [(2, 10.0, c) for c in ribo]
+    # Keep apo spheres clear of the ribosome so the test is about localisation, not overlap.
+    spheres = [s for s in spheres if s[0] == 2 or np.linalg.norm(s[2] - ribo[0]) > 17]
+    volume = _label_volume(shape, spheres)
+    picks = localize(volume, [APO, RIBO], VOXEL_ANGSTROM, LocalizeSettings(method=method))
+    _assert_recovered(picks["apo-ferritin"], [c for lbl, _, c in spheres if lbl == 1])
+    _assert_recovered(picks["ribosome"], ribo)
+    assert picks["ribosome"].centers_voxel.dtype == np.float64
+    assert picks["ribosome"].scores.dtype == np.float32
+
+
+def test_probability_spheres_recovered_with_mean_probability_scores():
+    shape = (36, 48, 48)
+    spheres = [(1, 6.0, np.array([10.4, 12.7, 30.1])), (2, 10.0, np.array([20.2, 30.6, 14.8]))]
+    probs = _probability_volume(shape, spheres)
+    picks = localize(probs, [APO, RIBO], VOXEL_ANGSTROM)
+    _assert_recovered(picks["apo-ferritin"], [spheres[0][2]], tolerance_voxel=0.5)
+    _assert_recovered(picks["ribosome"], [spheres[1][2]], tolerance_voxel=0.5)
+    for name in ("apo-ferritin", "ribosome"):
+        assert 0.5 <= picks[name].scores[0] <= 0.95
+
+
+@pytest.mark.parametrize("radius_voxel", [5.0, 8.0, 14.0])
+def test_touching_pair_at_1_2_radii_gives_two_picks(radius_voxel):
+    rng = np.random.default_rng(int(radius_voxel))
+    shape = (int(4 * radius_voxel) + 8,) * 3
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    first = np.array(shape) / 2 - 0.6 * radius_voxel * direction + rng.uniform(-0.5, 0.5, 3)
+    second = first + 1.2 * radius_voxel * direction
+    cls = LocalizeClass("ribosome", 1, radius_voxel * VOXEL_ANGSTROM)
+    volume = _label_volume(shape, [(1, radius_voxel, first), (1, radius_voxel, second)])
+    picks = localize(volume, [cls], VOXEL_ANGSTROM)["ribosome"]
+    _assert_recovered(picks, [first, second])
+    # The same blob as one connected component is one pick by design.
+    components = localize(volume, [cls], VOXEL_ANGSTROM, LocalizeSettings(method="components"))
+    assert len(components["ribosome"]) == 1
+
+
+def test_touching_pair_probability_input():
+    radius = 8.0
+    first, second = np.array([16.3, 16.8, 12.1]), np.array([16.3, 16.8, 12.1 + 1.2 * radius])
+    probs = _probability_volume((32, 34, 40), [(1, radius, first), (1, radius, second)], 2)
+    cls = LocalizeClass("thyroglobulin", 1, radius * VOXEL_ANGSTROM)
+    _assert_recovered(localize(probs, [cls], VOXEL_ANGSTROM)["thyroglobulin"], [first, second])
+
+
+@pytest.mark.parametrize("method", ["peaks", "components"])
+def test_size_filter_drops_specks(method):
+    volume = _label_volume((30, 30, 30), [(1, 6.0, np.array([15.2, 14.6, 15.0]))])
+    volume[2:4, 2:4, 2:4] = 1  # 8 voxels, ~1% of a 6-voxel sphere
+    picks = localize(volume, [APO], VOXEL_ANGSTROM, LocalizeSettings(method=method))
+    _assert_recovered(picks["apo-ferritin"], [np.array([15.2, 14.6, 15.0])])
+    keep_all = LocalizeSettings(method=method, min_size_fraction=0.0)
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM, keep_all)["apo-ferritin"]) == 2
+
+
+@pytest.mark.parametrize("method", ["peaks", "components"])
+def test_max_size_fraction_drops_oversized_regions(method):
+    volume = _label_volume((40, 40, 40), [(1, 12.0, np.array([20.0, 20.0, 20.0]))])
+    settings = LocalizeSettings(method=method, max_size_fraction=2.0)
+    # A 12-voxel ball is 8 times the volume of a 6-voxel apo-ferritin sphere.
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM, settings)["apo-ferritin"]) == 0
+
+
+def test_per_class_threshold_overrides_default():
+    spheres = [(1, 6.0, np.array([12.0, 12.0, 12.0])), (2, 8.0, np.array([12.0, 12.0, 34.0]))]
+    probs = _probability_volume((24, 24, 46), spheres, peak=0.45)
+    settings = LocalizeSettings(per_class_threshold={"apo-ferritin": 0.3})
+    picks = localize(probs, [APO, RIBO], VOXEL_ANGSTROM, settings)
+    assert len(picks["apo-ferritin"]) == 1
+    assert len(picks["ribosome"]) == 0  # still at the default 0.5, above its 0.45 peak
+    assert len(localize(probs, [APO, RIBO], VOXEL_ANGSTROM)["apo-ferritin"]) == 0
+
+
+def test_min_separation_keeps_only_one_of_close_picks():
+    centres = [np.array([15.0, 15.0, 10.0]), np.array([15.0, 15.0, 26.0])]
+    volume = _label_volume((30, 30, 36), [(1, 6.0, c) for c in centres])
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM)["apo-ferritin"]) == 2
+    far = LocalizeSettings(min_separation_fraction=3.0)  # 18 voxels > 16 apart
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM, far)["apo-ferritin"]) == 1
+
+
+def test_labels_outside_the_class_list_are_ignored():
+    volume = _label_volume((30, 30, 30), [(7, 6.0, np.array([15.0, 15.0, 15.0]))])
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM)["apo-ferritin"]) == 0
+
+
+def test_empty_segmentation_gives_empty_arrays_for_every_class():
+    for volume in (np.zeros((8, 9, 10), np.int16), np.zeros((3, 8, 9, 10), np.float32)):
+        picks = localize(volume, [APO, RIBO], VOXEL_ANGSTROM)
+        assert set(picks) == {"apo-ferritin", "ribosome"}
+        for p in picks.values():
+            assert p.centers_voxel.shape == (0, 3) and p.centers_voxel.dtype == np.float64
+            assert p.scores.shape == (0,) and p.scores.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("volume", "classes", "message"),
+    [
+        (np.zeros((8, 8), np.uint8), [APO], "shape"),
+        (np.zeros((1, 2, 8, 8, 8), np.float32), [APO], "shape"),
+        (np.zeros((8, 8, 8), np.float32), [APO], "integer labels"),
+        (np.zeros((2, 8, 8, 8), np.int64), [APO], "float probabilities"),
+        (np.zeros((2, 8, 8, 8), np.float32), [APO, RIBO], "out of range"),
+        (np.zeros((8, 8, 8), np.uint8), [], "classes is empty"),
+        (np.zeros((8, 8, 8), np.uint8), [LocalizeClass("x", 0, 60.0)], ">= 1"),
+        (np.zeros((8, 8, 8), np.uint8), [LocalizeClass("x", 1, 0.0)], "radius"),
+        (np.zeros((8, 8, 8), np.uint8), [APO, LocalizeClass(APO.name, 2, 1.0)], "unique"),
+    ],
+)
+def test_bad_input_raises(volume, classes, message):
+    with pytest.raises(ValueError, match=message):
+        localize(volume, classes, VOXEL_ANGSTROM)
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="method"):
+        LocalizeSettings(method="blobs")
+    with pytest.raises(ValueError, match="thresholds"):
+        LocalizeSettings(score_threshold=0.0)
+    with pytest.raises(ValueError, match="unknown classes"):
+        localize(
+            np.zeros((2, 8, 8, 8), np.float32),
+            [APO],
+            VOXEL_ANGSTROM,
+            LocalizeSettings(per_class_threshold={"ribosome": 0.2}),
+        )
+    with pytest.raises(ValueError, match="voxel_size"):
+        localize(np.zeros((8, 8, 8), np.uint8), [APO], 0.0)
