@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,7 +31,9 @@ class TinyProject:
     ``root`` is the project folder (``copick.json`` + ``data/``); ``config_path`` its copick
     config. Tomograms ``wbp`` and ``denoised`` of shape ``shape_zyx`` at
     ``voxel_size_angstrom``, ground-truth picks under ``curation/0`` and the target
-    segmentation ``target`` (``targets,octopi,1``) exist in every run.
+    segmentation ``target`` (``targets,octopi,1``) exist in every run. ``summary`` is what
+    :func:`~octopi.data.synthetic.synthesize_project` returned (particles per run and object);
+    in a copy it still names the original's config path, so use ``config_path``.
     """
 
     root: Path
@@ -57,9 +60,21 @@ def copy_project(project: TinyProject, destination: Path) -> TinyProject:
     return replace(project, root=destination, config_path=config_path)
 
 
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative path → (size, mtime in ns) of every file under ``root``."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
 @pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
-    """4 runs of (32, 48, 48) voxels at 20 Å, seed 1, with targets. Do not modify it."""
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyProject]:
+    """4 runs of (32, 48, 48) voxels at 20 Å, seed 1, with targets. Do not modify it.
+
+    At the end of the session the fixture checks that no file was added, removed or changed.
+    """
     from octopi.data.synthetic import synthesize_project
     from octopi.data.targets import create_targets
 
@@ -81,11 +96,18 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
         ),
         show_progress=False,
     )
-    return TinyProject(
-        root=root,
+    project = TinyProject(
+        root=summary.config_path.parent,
         config_path=summary.config_path,
         run_names=sorted(summary.runs),
         summary=summary,
+    )
+    before = _snapshot(project.root)
+    yield project
+    changed = sorted(set(before.items()) ^ set(_snapshot(project.root).items()))
+    assert not changed, (
+        "a test modified the shared tiny_project; use tiny_project_copy instead. Changed: "
+        + ", ".join(sorted({name for name, _ in changed})[:10])
     )
 
 

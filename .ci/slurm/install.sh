@@ -31,10 +31,13 @@ else
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# On a machine that runs systemd the packages enable (and try to start) their
-# own services; start.sh runs the daemons itself, so keep those out of the way.
+# The packages enable (and, where allowed, start) their own services; start.sh
+# runs the daemons itself, so keep those out of the way.
 if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
     systemctl disable --now slurmctld slurmd munge >/dev/null 2>&1 || true
+elif [[ " ${missing[*]} " == *" munge "* && -x /etc/init.d/munge ]]; then
+    # no systemd: the munge init script may just have started munged
+    /etc/init.d/munge stop >/dev/null 2>&1 || true
 fi
 
 command -v slurmctld slurmd munged sbatch >/dev/null

@@ -29,11 +29,19 @@ MARK="OCTOPI_SLURM_INSTANCE=$DIR"
 # Job states stay visible in squeue/scontrol for this long after the job ends;
 # the snakemake slurm executor needs >= 3 x slurm-init-seconds-before-status-checks.
 MIN_JOB_AGE=${OCTOPI_SLURM_MIN_JOB_AGE:-600}
-# Short scheduler intervals: a job starts well under a second after sbatch or
-# after a GPU frees up (Slurm's defaults can take up to ~30 s).
+# Scheduler: Slurm 22.05 starts a submitted job on slurmctld's ~1 s backfill
+# tick whatever these say (measured: 0.1-1.0 s after sbatch, same with the
+# defaults; 'defer' would make it ~2.7 s). The short intervals only bound the
+# worst case when no event triggers a pass (defaults: 60 s / 30 s).
 SCHED_PARAMS=${OCTOPI_SLURM_SCHED_PARAMS:-sched_min_interval=0,batch_sched_delay=0,sched_interval=2,bf_interval=1}
 
 log() { echo "start.sh: $*"; }
+# an error before anything was started
+fail() {
+    echo "start.sh: ERROR: $*" >&2
+    exit 1
+}
+# an error once daemons may run: show their logs and stop them again
 die() {
     echo "start.sh: ERROR: $*" >&2
     for f in munged slurmctld slurmd; do
@@ -47,25 +55,29 @@ die() {
     exit 1
 }
 
+[[ $DIR == /?* && $DIR != *[[:space:]]* ]] || fail "OCTOPI_SLURM_DIR must be an absolute path without spaces, not '$DIR'"
+
+trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
+
 for bin in munged slurmctld slurmd sinfo scontrol; do
-    command -v "$bin" >/dev/null 2>&1 || die "'$bin' not found; run .ci/slurm/install.sh first"
+    command -v "$bin" >/dev/null 2>&1 || fail "'$bin' not found; run .ci/slurm/install.sh first"
 done
 
 # Refuse to clobber a slurm.conf this script did not write (a real cluster).
 if [[ -e $CONF_DIR/slurm.conf ]] && ! grep -qxF "$MARKER" "$CONF_DIR/slurm.conf"; then
     if [[ ${OCTOPI_SLURM_FORCE:-0} != 1 ]]; then
-        die "$CONF_DIR/slurm.conf exists and was not written by this script; set OCTOPI_SLURM_FORCE=1 to replace it (a backup is kept)"
+        fail "$CONF_DIR/slurm.conf exists and was not written by this script; set OCTOPI_SLURM_FORCE=1 to replace it (a backup is kept)"
     fi
     cp -a "$CONF_DIR/slurm.conf" "$CONF_DIR/slurm.conf.bak.$(date +%s)"
 fi
 
 # Rerunnable: stop whatever an earlier start left running.
-OCTOPI_SLURM_DIR=$DIR bash "$HERE/stop.sh" --quiet
+OCTOPI_SLURM_DIR=$DIR bash "$HERE/stop.sh" --quiet || fail "could not stop the running cluster"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$CTLD_PORT" "$SLURMD_PORT"; do
     if port_busy "$p"; then
-        die "port $p on 127.0.0.1 is in use by another process (another Slurm?); stop it or set OCTOPI_SLURM_CTLD_PORT/OCTOPI_SLURM_SLURMD_PORT"
+        fail "port $p on 127.0.0.1 is in use by another process (another Slurm?); stop it or set OCTOPI_SLURM_CTLD_PORT/OCTOPI_SLURM_SLURMD_PORT"
     fi
 done
 
@@ -99,14 +111,18 @@ runuser -u munge -- env "$MARK" munged \
     --seed-file="$DIR/munge/munged.seed" ||
     die "munged failed to start"
 
-# --- fake GPU device files (slurmd drops GPUs whose File= does not exist)
+# --- fake GPU device files: slurmd drops a GPU whose File= is not a character
+# device ("Removing file-less GPU"), and then sets no CUDA_VISIBLE_DEVICES
 gpu_files=()
+fallback_devs=(/dev/null /dev/zero)
 for ((i = 0; i < N_GPUS; i++)); do
     dev=/dev/fakegpu$i
-    if [[ ! -e $dev ]]; then
-        # a character device like /dev/null; a plain file also satisfies slurmd
-        # where mknod is not permitted (unprivileged containers)
-        mknod "$dev" c 1 3 2>/dev/null || touch "$dev"
+    [[ -e $dev && ! -c $dev ]] && rm -f "$dev"
+    if [[ ! -c $dev ]]; then
+        # a character device like /dev/null; where mknod is not permitted
+        # (unprivileged containers) a symlink to an existing one works too
+        mknod -m 666 "$dev" c 1 3 2>/dev/null || ln -sfn "${fallback_devs[$i]}" "$dev" ||
+            die "cannot create fake GPU device $dev"
     fi
     gpu_files+=("$dev")
 done
@@ -125,7 +141,6 @@ SlurmctldHost=$HOST(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
 AuthType=auth/munge
-CredType=cred/munge
 AuthInfo=socket=$MUNGE_SOCKET
 SlurmUser=root
 SlurmdUser=root
@@ -147,15 +162,15 @@ GresTypes=gpu
 ReturnToService=2
 SlurmdParameters=config_overrides
 MinJobAge=$MIN_JOB_AGE
+# jobs without --mem would otherwise get the whole node's memory (CR_Core_Memory)
+# and run one at a time; nothing enforces the limit (no cgroups)
+DefMemPerCPU=1024
 KillWait=5
 InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
-MpiDefault=none
-SwitchType=switch/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
+# no accounting (no slurmdbd, so no sacct); the *Type=none defaults are left
+# implicit because newer Slurm releases dropped some of those plugins
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$REAL_MEM Gres=gpu:$N_GPUS State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -167,8 +182,8 @@ EOF
 chmod 644 "$CONF_DIR/slurm.conf" "$CONF_DIR/gres.conf"
 
 # --- daemons (they fork and write their PID files themselves)
-# (the marker in their environment, inherited by slurmd's slurmstepds, lets
-# stop.sh find every process of this cluster even without PID files)
+# (the marker in their environment lets stop.sh find them even without PID
+# files; it finds slurmd's slurmstepds by their open $DIR/log/slurmd.log)
 env "$MARK" slurmctld || die "slurmctld failed to start"
 env "$MARK" slurmd || die "slurmd failed to start"
 

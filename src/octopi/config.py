@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The CZII cryo-ET object identification challenge weights (F-beta aggregation).
 CZII_CLASS_WEIGHTS: dict[str, float] = {
@@ -114,6 +114,12 @@ class PickSpec(Frozen):
     @classmethod
     def _copick_name(cls, value: str, info: Any) -> str:
         return check_copick_name(value, info.field_name)
+
+
+# Where `octopi segment` writes label volumes unless told otherwise (--seg-info).
+DEFAULT_SEGMENTATION_TARGET = TargetSpec(name="predict", user_id="octopi", session_id="1")
+# Where `octopi localize` writes picks and `octopi evaluate` reads them (--pick-info, --pred-info).
+DEFAULT_PREDICTED_PICKS = PickSpec(user_id="octopi", session_id="1")
 
 
 class DataConfig(Frozen):
@@ -272,7 +278,15 @@ class AugmentationConfig(Frozen):
     gaussian_noise_std: float = Field(default=0.0, ge=0.0)
 
 
-Metric = Annotated[str, Field(pattern=r"^(avg_f1|fBeta\d+(\.\d+)?)$")]
+def _positive_beta(name: str) -> str:
+    if name.startswith("fBeta") and float(name.removeprefix("fBeta")) <= 0:
+        raise ValueError(f"metric {name!r}: beta must be > 0 (fBeta0 would be precision alone)")
+    return name
+
+
+Metric = Annotated[
+    str, Field(pattern=r"^(avg_f1|fBeta\d+(\.\d+)?)$"), AfterValidator(_positive_beta)
+]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 
 
@@ -325,14 +339,42 @@ class InferenceConfig(Frozen):
 
 
 class LocalizeConfig(Frozen):
-    """Segmentation → particle picks."""
+    """How segmentations become particle picks (see :func:`octopi.inference.localize.localize`).
+
+    method: "peaks" splits touching particles at maxima of the distance transform (watershed);
+        "components" gives one pick per connected component, at its centroid.
+    score_threshold: probability input only; voxels with p >= threshold are foreground.
+    min_size_fraction / max_size_fraction: a region is kept only if its voxel count lies within
+        [min, max] × the sphere volume of the particle radius (max None: no upper bound). Target
+        balls drawn at 0.7 of the radius fill 0.34 of the sphere.
+    min_separation_fraction: two picks of one class are at least this × radius apart; the lower
+        scoring pick is dropped.
+    per_class_threshold: class name → threshold, overriding score_threshold.
+    max_component_fraction: "peaks" only; a connected component larger than this × sphere volume
+        is no particle (a membrane, or an untrained network's class-everywhere output) and is
+        skipped, which also bounds the time spent on it. None: no limit.
+    max_foreground_fraction: a class covering more than this fraction of the volume is noise
+        (an untrained network's output), not particles: it gets no picks and a warning instead
+        of a minute spent on thousands of blobs. None: no limit.
+    """
 
     method: Literal["peaks", "components"] = "peaks"
-    score_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
-    min_size_fraction: float = Field(default=0.1, ge=0.0)
+    score_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_size_fraction: float = Field(default=0.05, ge=0.0)
     max_size_fraction: float | None = Field(default=None, gt=0.0)
-    min_separation_fraction: float = Field(default=0.8, gt=0.0)
-    per_class_threshold: dict[str, float] | None = None
+    min_separation_fraction: float = Field(default=0.8, ge=0.0)
+    per_class_threshold: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
+    max_component_fraction: float | None = Field(default=20.0, gt=0.0)
+    max_foreground_fraction: float | None = Field(default=None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _size_bounds(self) -> LocalizeConfig:
+        if self.max_size_fraction is not None and self.max_size_fraction < self.min_size_fraction:
+            raise ValueError(
+                f"max_size_fraction {self.max_size_fraction} is below min_size_fraction "
+                f"{self.min_size_fraction}"
+            )
+        return self
 
 
 class EvaluationConfig(Frozen):
@@ -366,7 +408,9 @@ class TargetsConfig(Frozen):
     target: TargetSpec = TargetSpec()
     picks: PickSpec = PickSpec()
     objects: list[str] | None = Field(default=None, description="None → every particle object")
-    radius_fraction: float = Field(default=0.4, gt=0.0, le=1.5)
+    radius_fraction: float = Field(
+        default=0.7, gt=0.0, le=1.5, description="ball radius / particle radius (published: 0.7)"
+    )
     run_ids: list[str] | None = None
 
 

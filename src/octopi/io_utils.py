@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,15 +22,15 @@ from pydantic import BaseModel
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    The block creates the temporary file. On an exception the temporary file is removed and
+    ``path`` is left as it was.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    os.close(handle)
-    temp = Path(temp_name)
+    # A fresh unique name, not mkstemp: mkstemp creates the file with mode 0600, which the
+    # rename would carry onto the output (unreadable to the group on a shared filesystem).
+    # The writer creates the file, so it gets the usual umask-based permissions.
+    temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     try:
         yield temp
         os.replace(temp, target)

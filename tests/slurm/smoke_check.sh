@@ -84,9 +84,9 @@ rows=()
 for ((i = 0; i < N_JOBS; i++)); do
     f=$work/result$i
     [[ -s $f ]] || fail "job ${ids[$i]} wrote no result file (log: $(cat "$work/slurm-${ids[$i]}.log" 2>/dev/null))"
-    # shellcheck disable=SC1090
-    unset start end cuda jobid
-    source "$f"
+    field() { sed -n "s/^$1=//p" "$f"; }
+    start=$(field start) end=$(field end) cuda=$(field cuda) jobid=$(field jobid)
+    [[ -n $start && -n $end ]] || fail "job ${ids[$i]}: incomplete result file: $(cat "$f")"
     [[ $jobid == "${ids[$i]}" ]] || fail "job ${ids[$i]} saw SLURM_JOB_ID='$jobid'"
     [[ $cuda == 0 || $cuda == 1 ]] || fail "job $jobid saw CUDA_VISIBLE_DEVICES='$cuda', expected 0 or 1"
     rows+=("$jobid $cuda $start $end ${submitted[$jobid]}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from octopi.inference.localize import ClassPicks, LocalizeClass, LocalizeSettings, localize
+from octopi.config import LocalizeConfig
+from octopi.inference import localize as localize_module
+from octopi.inference.localize import ClassPicks, LocalizeClass, localize
 
 VOXEL_ANGSTROM = 10.0
 APO = LocalizeClass("apo-ferritin", 1, 60.0)  # 6 voxels
@@ -27,7 +29,7 @@ def _label_volume(shape, spheres):
 
 
 def _probability_volume(shape, spheres, n_channels=3, softness_voxel=1.0, peak=0.95):
-    """(C, Z, Y, X) probabilities: a logistic falloff at each sphere's radius, channel 0 the rest."""
+    """(C, Z, Y, X) probabilities falling off logistically at each radius; channel 0 the rest."""
     probs = np.zeros((n_channels, *shape), dtype=np.float32)
     for label, radius, center in spheres:
         distance = _distances_voxel(np.array([center]), shape)[0]
@@ -44,28 +46,17 @@ def _assert_recovered(picks: ClassPicks, truth: list[np.ndarray], tolerance_voxe
         assert nearest <= tolerance_voxel, (center, picks.centers_voxel)
 
 
-def _separated_centres(rng, shape, radius, count):
-    """Random non-integer centres at least 2.5 radii apart and inside the volume."""
-    centres: list[np.ndarray] = []
-    while len(centres) < count:
-        c = rng.uniform(radius + 1, np.array(shape) - radius - 1)
-        if all(np.linalg.norm(c - o) > 2.5 * radius for o in centres):
-            centres.append(c)
-    return centres
-
-
 @pytest.mark.parametrize("method", ["peaks", "components"])
 def test_label_spheres_recovered_within_one_voxel(method):
     rng = np.random.default_rng(0)
-    shape = (40, 64, 64)
-    apo = _separated_centres(rng, shape, 12, 4)
-    ribo = [np.array([20.3, 50.6, 14.2])]
+    grid_centres = [(10, 12, 12), (10, 12, 36), (30, 12, 12), (30, 36, 12), (10, 36, 36)]
+    # Random sub-voxel offsets: a centre on the grid would hide rounding errors.
+    apo = [np.array(c) + rng.uniform(-0.5, 0.5, 3) for c in grid_centres]
+    ribo = [np.array([26.3, 40.6, 44.2])]
     spheres = [(1, 6.0, c) for c in apo] + [(2, 10.0, c) for c in ribo]
-    # Keep apo spheres clear of the ribosome so the test is about localisation, not overlap.
-    spheres = [s for s in spheres if s[0] == 2 or np.linalg.norm(s[2] - ribo[0]) > 17]
-    volume = _label_volume(shape, spheres)
-    picks = localize(volume, [APO, RIBO], VOXEL_ANGSTROM, LocalizeSettings(method=method))
-    _assert_recovered(picks["apo-ferritin"], [c for lbl, _, c in spheres if lbl == 1])
+    volume = _label_volume((40, 56, 56), spheres)
+    picks = localize(volume, [APO, RIBO], VOXEL_ANGSTROM, LocalizeConfig(method=method))
+    _assert_recovered(picks["apo-ferritin"], apo)
     _assert_recovered(picks["ribosome"], ribo)
     assert picks["ribosome"].centers_voxel.dtype == np.float64
     assert picks["ribosome"].scores.dtype == np.float32
@@ -95,7 +86,7 @@ def test_touching_pair_at_1_2_radii_gives_two_picks(radius_voxel):
     picks = localize(volume, [cls], VOXEL_ANGSTROM)["ribosome"]
     _assert_recovered(picks, [first, second])
     # The same blob as one connected component is one pick by design.
-    components = localize(volume, [cls], VOXEL_ANGSTROM, LocalizeSettings(method="components"))
+    components = localize(volume, [cls], VOXEL_ANGSTROM, LocalizeConfig(method="components"))
     assert len(components["ribosome"]) == 1
 
 
@@ -111,24 +102,35 @@ def test_touching_pair_probability_input():
 def test_size_filter_drops_specks(method):
     volume = _label_volume((30, 30, 30), [(1, 6.0, np.array([15.2, 14.6, 15.0]))])
     volume[2:4, 2:4, 2:4] = 1  # 8 voxels, ~1% of a 6-voxel sphere
-    picks = localize(volume, [APO], VOXEL_ANGSTROM, LocalizeSettings(method=method))
+    picks = localize(volume, [APO], VOXEL_ANGSTROM, LocalizeConfig(method=method))
     _assert_recovered(picks["apo-ferritin"], [np.array([15.2, 14.6, 15.0])])
-    keep_all = LocalizeSettings(method=method, min_size_fraction=0.0)
+    keep_all = LocalizeConfig(method=method, min_size_fraction=0.0)
     assert len(localize(volume, [APO], VOXEL_ANGSTROM, keep_all)["apo-ferritin"]) == 2
 
 
 @pytest.mark.parametrize("method", ["peaks", "components"])
 def test_max_size_fraction_drops_oversized_regions(method):
     volume = _label_volume((40, 40, 40), [(1, 12.0, np.array([20.0, 20.0, 20.0]))])
-    settings = LocalizeSettings(method=method, max_size_fraction=2.0)
+    settings = LocalizeConfig(method=method, max_size_fraction=2.0)
     # A 12-voxel ball is 8 times the volume of a 6-voxel apo-ferritin sphere.
     assert len(localize(volume, [APO], VOXEL_ANGSTROM, settings)["apo-ferritin"]) == 0
+
+
+def test_cavities_inside_a_particle_do_not_split_it():
+    center = np.array([16.4, 15.7, 16.2])
+    volume = _label_volume((32, 32, 32), [(2, 10.0, center)])
+    # Voxels of another class inside the ribosome, as an argmax of a real prediction gives.
+    volume[19:22, 14:17, 15:18] = 1
+    volume[11, 15, 12] = 1
+    volume[16, 20, 16] = 1
+    picks = localize(volume, [RIBO], VOXEL_ANGSTROM)
+    _assert_recovered(picks["ribosome"], [center])
 
 
 def test_per_class_threshold_overrides_default():
     spheres = [(1, 6.0, np.array([12.0, 12.0, 12.0])), (2, 8.0, np.array([12.0, 12.0, 34.0]))]
     probs = _probability_volume((24, 24, 46), spheres, peak=0.45)
-    settings = LocalizeSettings(per_class_threshold={"apo-ferritin": 0.3})
+    settings = LocalizeConfig(per_class_threshold={"apo-ferritin": 0.3})
     picks = localize(probs, [APO, RIBO], VOXEL_ANGSTROM, settings)
     assert len(picks["apo-ferritin"]) == 1
     assert len(picks["ribosome"]) == 0  # still at the default 0.5, above its 0.45 peak
@@ -139,8 +141,43 @@ def test_min_separation_keeps_only_one_of_close_picks():
     centres = [np.array([15.0, 15.0, 10.0]), np.array([15.0, 15.0, 26.0])]
     volume = _label_volume((30, 30, 36), [(1, 6.0, c) for c in centres])
     assert len(localize(volume, [APO], VOXEL_ANGSTROM)["apo-ferritin"]) == 2
-    far = LocalizeSettings(min_separation_fraction=3.0)  # 18 voxels > 16 apart
+    far = LocalizeConfig(min_separation_fraction=3.0)  # 18 voxels > 16 apart
     assert len(localize(volume, [APO], VOXEL_ANGSTROM, far)["apo-ferritin"]) == 1
+
+
+def test_giant_components_are_skipped_by_the_peaks_method():
+    volume = np.ones((20, 40, 40), np.uint8)  # 32000 voxels, ~35 apo-ferritin spheres
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM)["apo-ferritin"]) == 0
+    unlimited = LocalizeConfig(max_component_fraction=None)
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM, unlimited)["apo-ferritin"]) > 0
+
+
+def test_foreground_cap_warns_and_gives_no_picks():
+    volume = _label_volume((30, 30, 30), [(1, 6.0, np.array([15.0, 15.0, 15.0]))])  # 3.4 %
+    capped = LocalizeConfig(max_foreground_fraction=0.02)
+    with pytest.warns(RuntimeWarning, match="apo-ferritin"):
+        picks = localize(volume, [APO, RIBO], VOXEL_ANGSTROM, capped)
+    assert picks["apo-ferritin"].centers_voxel.shape == (0, 3)
+    relaxed = LocalizeConfig(max_foreground_fraction=0.05)
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM, relaxed)["apo-ferritin"]) == 1
+
+
+@pytest.mark.parametrize("method", ["peaks", "components"])
+def test_sparse_and_dense_label_paths_agree(method, monkeypatch):
+    rng = np.random.default_rng(5)
+    spheres = [(1 + i % 2, 6.0 + 3 * (i % 2), rng.uniform(8, 40, 3)) for i in range(6)]
+    volume = _label_volume((48, 48, 48), spheres)
+    settings = LocalizeConfig(method=method)
+    results = []
+    for fraction in (0.0, 1.0):  # every volume dense, every volume sparse
+        monkeypatch.setattr(localize_module, "_SPARSE_FOREGROUND_FRACTION", fraction)
+        results.append(localize(volume, [APO, RIBO], VOXEL_ANGSTROM, settings))
+    for name in ("apo-ferritin", "ribosome"):
+        assert len(results[0][name]) > 0
+        np.testing.assert_array_equal(
+            results[0][name].centers_voxel, results[1][name].centers_voxel
+        )
+        np.testing.assert_array_equal(results[0][name].scores, results[1][name].scores)
 
 
 def test_labels_outside_the_class_list_are_ignored():
@@ -178,15 +215,15 @@ def test_bad_input_raises(volume, classes, message):
 
 def test_bad_settings_raise():
     with pytest.raises(ValueError, match="method"):
-        LocalizeSettings(method="blobs")
-    with pytest.raises(ValueError, match="thresholds"):
-        LocalizeSettings(score_threshold=0.0)
+        LocalizeConfig(method="blobs")
+    with pytest.raises(ValueError, match="greater than 0"):
+        LocalizeConfig(score_threshold=0.0)
     with pytest.raises(ValueError, match="unknown classes"):
         localize(
             np.zeros((2, 8, 8, 8), np.float32),
             [APO],
             VOXEL_ANGSTROM,
-            LocalizeSettings(per_class_threshold={"ribosome": 0.2}),
+            LocalizeConfig(per_class_threshold={"ribosome": 0.2}),
         )
     with pytest.raises(ValueError, match="voxel_size"):
         localize(np.zeros((8, 8, 8), np.uint8), [APO], 0.0)

@@ -23,6 +23,10 @@ COMMANDS: dict[str, str] = {
     "segment": "octopi.cli.infer_cmds:segment",
     "localize": "octopi.cli.infer_cmds:localize",
     "evaluate": "octopi.cli.infer_cmds:evaluate",
+    "model-explore": "octopi.cli.explore_cmds:model_explore",
+    "explore-trial": "octopi.cli.search_cmds:explore_trial",
+    "select-best": "octopi.cli.search_cmds:select_best",
+    "evaluate-test": "octopi.cli.explore_cmds:evaluate_test",
     "schema": "octopi.cli.data_cmds:schema",
 }
 

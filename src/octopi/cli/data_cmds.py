@@ -23,8 +23,50 @@ from octopi.config import (
     SynthesizeConfig,
     TargetsConfig,
     TargetSpec,
+    WorkflowConfig,
     workflow_json_schema,
 )
+
+# --------------------------------------------------------------------------- --study-config
+
+
+def study_config_option(command: click.Command) -> click.Command:
+    """Add ``--study-config FILE`` and make ``--config`` optional (one of them is needed).
+
+    Apply above ``@click.command``: the Snakemake workflow calls these commands with the
+    study's config.yaml, so that they read exactly the settings of the study.
+    """
+    for param in command.params:
+        if param.name == "configs":
+            param.required = False
+    command.params.append(
+        click.Option(
+            ["--study-config"],
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Read the settings from this workflow config (a study's config.yaml) "
+            "instead of the flags.",
+        )
+    )
+    return command
+
+
+def _from_study_config(study_config: Path | None, flag_values: dict) -> WorkflowConfig | None:
+    """The study's WorkflowConfig, or None when the flags give the settings.
+
+    ``--study-config`` replaces the settings flags; giving both is an error, and so is neither.
+    """
+    given = [name for name, value in flag_values.items() if value not in (None, ())]
+    if study_config is None:
+        if not flag_values.get("configs"):
+            raise click.UsageError("Missing option '--config' (or give --study-config FILE).")
+        return None
+    if given:
+        context = click.get_current_context()
+        flags = [p.opts[0] for p in context.command.params if p.name in given]
+        raise click.UsageError(f"--study-config gives every setting; leave out {', '.join(flags)}")
+    from octopi.workflow_runner import load_study_config
+
+    return load_study_config(study_config)
 
 
 @click.command()
@@ -69,6 +111,7 @@ def synthesize(output, runs, shape, voxel_size, seed, pick_info):
     click.echo(f"copick config: {summary.config_path}")
 
 
+@study_config_option
 @click.command("create-targets")
 @config_option
 @click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: 10]")
@@ -86,23 +129,27 @@ def synthesize(output, runs, shape, voxel_size, seed, pick_info):
     "--output", type=click.Path(path_type=Path), help="Folder for the resolved config and summary."
 )
 @friendly_errors
-def create_targets(
-    configs, voxel_size, target_info, pick_info, objects, radius_fraction, run_ids, output
-):
+def create_targets(output, study_config, **values):
     """Turn particle picks into multi-class label volumes (segmentation targets) in copick."""
     from octopi.data.targets import create_targets as run_create_targets
     from octopi.io_utils import atomic_write_json, write_resolved_config
 
-    config = build(
-        TargetsConfig,
-        configs=[CopickSource.parse(text) for text in configs],
-        voxel_size_angstrom=voxel_size,
-        target=TargetSpec.parse(target_info) if target_info else None,
-        picks=PickSpec.parse(pick_info) if pick_info else None,
-        objects=split_csv(objects),
-        radius_fraction=radius_fraction,
-        run_ids=split_csv(run_ids),
-    )
+    study = _from_study_config(study_config, values)
+    if study is not None:
+        if study.create_targets is None:
+            raise click.UsageError(f"{study_config} has no create_targets section")
+        config = study.create_targets
+    else:
+        config = build(
+            TargetsConfig,
+            configs=[CopickSource.parse(text) for text in values["configs"]],
+            voxel_size_angstrom=values["voxel_size"],
+            target=TargetSpec.parse(values["target_info"]) if values["target_info"] else None,
+            picks=PickSpec.parse(values["pick_info"]) if values["pick_info"] else None,
+            objects=split_csv(values["objects"]),
+            radius_fraction=values["radius_fraction"],
+            run_ids=split_csv(values["run_ids"]),
+        )
     summary = run_create_targets(config)
     if output is not None:
         write_resolved_config(output, "create-targets", config)
@@ -154,19 +201,21 @@ def import_mrc(config_path, input_dir, tomo_alg, output_voxel_size, overwrite):
         )
 
 
+@study_config_option
 @click.command("discover-runs")
 @data_options
 @click.option(
     "--output", required=True, type=click.Path(path_type=Path), help="runs.json to write."
 )
 @friendly_errors
-def discover_runs(output, **data_values):
+def discover_runs(output, study_config, **data_values):
     """List the runs that have the requested tomograms and targets (runs.json)."""
     from octopi.data.copick_io import CopickProjects
     from octopi.data.split import discover_runs as run_discovery
     from octopi.io_utils import atomic_write_json
 
-    data = build_data_config(**data_values)
+    study = _from_study_config(study_config, data_values)
+    data = study.data if study is not None else build_data_config(**data_values)
     discovery = run_discovery(CopickProjects(data.configs), data)
     atomic_write_json(output, {"data": data.model_dump(mode="json"), **discovery.to_dict()})
     click.echo(f"{len(discovery.usable)} usable runs, {len(discovery.skipped)} skipped → {output}")
@@ -174,6 +223,7 @@ def discover_runs(output, **data_values):
         click.echo(f"  skipped {key}: {why}")
 
 
+@study_config_option
 @click.command("split-runs")
 @data_options
 @click.option("--seed", "split_seed", type=int, help="Seed of the split.  [default: 42]")
@@ -186,14 +236,15 @@ def discover_runs(output, **data_values):
     "--output", required=True, type=click.Path(path_type=Path), help="split.json to write."
 )
 @friendly_errors
-def split_runs(output, runs_file, **data_values):
+def split_runs(output, runs_file, study_config, **data_values):
     """Split usable runs into train / validation (/ test) sets (split.json)."""
     from octopi.data.copick_io import CopickProjects
     from octopi.data.split import discover_runs as run_discovery
     from octopi.data.split import split_runs as run_split
     from octopi.io_utils import atomic_write_json
 
-    data = build_data_config(**data_values)
+    study = _from_study_config(study_config, data_values)
+    data = study.data if study is not None else build_data_config(**data_values)
     projects = CopickProjects(data.configs)
     if runs_file is not None:
         usable = json.loads(Path(runs_file).read_text())["usable"]

@@ -65,7 +65,9 @@ def friendly_errors(command: Callable) -> Callable:
         except ValidationError as error:
             raise click.ClickException(_validation_message(error)) from error
         except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-            raise click.ClickException(str(error).strip("'\"")) from error
+            # str(KeyError("x")) is "'x'"; other messages may start or end with a quote.
+            message = str(error.args[0]) if isinstance(error, KeyError) and error.args else error
+            raise click.ClickException(str(message)) from error
 
     return wrapper
 

@@ -87,6 +87,12 @@ def import_mrc_tomograms(
                 f"{path.name}: run name {name!r} is not usable in copick; rename the file to "
                 "letters, digits, '.', '_' and '-' (starting with a letter or digit)"
             )
+        same_run = [item.source.name for item in plan if item.run_name == name]
+        if same_run:
+            raise CopickDataError(
+                f"{same_run[0]} and {path.name} would both be run {name!r}; keep one of them "
+                f"in {folder}"
+            )
         shape, voxel = _read_header(path)
         if voxel <= 0:
             raise CopickDataError(

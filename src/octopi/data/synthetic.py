@@ -68,7 +68,7 @@ def synthesize_project(config: SynthesizeConfig, show_progress: bool = True) -> 
     from tqdm import tqdm
 
     output = Path(config.output).resolve()
-    if output.exists() and any(output.iterdir()):
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise FileExistsError(f"{output} exists and is not empty; choose a new --output")
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))

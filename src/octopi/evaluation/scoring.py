@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from octopi.config import CZII_CLASS_WEIGHTS
+
 __all__ = [
     "CZII_CLASS_WEIGHTS",
     "ClassCounts",
@@ -26,14 +28,6 @@ __all__ = [
     "score",
 ]
 
-CZII_CLASS_WEIGHTS: dict[str, float] = {
-    "apo-ferritin": 1,
-    "beta-amylase": 0,
-    "beta-galactosidase": 2,
-    "ribosome": 1,
-    "thyroglobulin": 2,
-    "virus-like-particle": 1,
-}
 
 _FBETA_NAME = re.compile(r"^fbeta(\d+(?:\.\d*)?|\.\d+)$", re.IGNORECASE)
 _VALID_METRIC_FORMS = "'avg_f1' or 'fBeta<N>' with N > 0 (e.g. 'fBeta4', 'fBeta1.5')"
@@ -89,7 +83,9 @@ class ClassCounts:
             raise ValueError(f"beta must be > 0, got {beta}")
         b2 = beta * beta
         tp = self.true_positives
-        return _ratio((1 + b2) * tp, (1 + b2) * tp + b2 * self.false_negatives + self.false_positives)
+        return _ratio(
+            (1 + b2) * tp, (1 + b2) * tp + b2 * self.false_negatives + self.false_positives
+        )
 
 
 def _as_points(points: np.ndarray, what: str) -> np.ndarray:

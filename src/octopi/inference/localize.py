@@ -2,13 +2,15 @@
 
 All work happens on bounding boxes: foreground voxels of a class are first grouped on a coarse
 grid of ``_BLOCK_VOXELS``-sized blocks (cheap, no full-volume connected-component pass), then each
-group's box is labelled and processed on its own. Coordinates are voxel indices (z, y, x).
+group's box is labelled and each connected component in it processed on its own tight crop.
+Coordinates are voxel indices (z, y, x).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,15 +18,19 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 from skimage.segmentation import watershed
 
-__all__ = ["ClassPicks", "LocalizeClass", "LocalizeSettings", "localize"]
+from octopi.config import LocalizeConfig
 
-_METHODS = ("peaks", "components")
+__all__ = ["ClassPicks", "LocalizeClass", "LocalizeConfig", "localize"]
+
 # Coarse block edge in voxels. Small enough that particles more than ~2 blocks apart land in
 # separate boxes (so a crowded tomogram does not chain into one huge box), large enough that the
 # coarse grid is ~1/64 of the volume.
 _BLOCK_VOXELS = 4
 # Fewer boundary voxels than this make a sphere fit meaningless; fall back to the peak voxel.
 _MIN_FIT_POINTS = 20
+# Label volumes with at most this foreground fraction are indexed sparsely (one pass for all
+# classes); denser ones, such as an untrained network's argmax, get one mask per class.
+_SPARSE_FOREGROUND_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -34,42 +40,6 @@ class LocalizeClass:
     name: str
     label: int
     radius_angstrom: float
-
-
-@dataclass(frozen=True)
-class LocalizeSettings:
-    """How segmentations become picks.
-
-    method: "peaks" splits touching particles at maxima of the distance transform (watershed);
-        "components" gives one pick per connected component, at its centroid.
-    score_threshold: probability input only; voxels with p >= threshold are foreground.
-    min_size_fraction / max_size_fraction: a region is kept only if its voxel count is within
-        [min, max] * sphere volume of the particle radius (max None: no upper bound). The default
-        minimum keeps target spheres drawn at >= ~0.4 of the particle radius and drops specks.
-    min_separation_fraction: two picks of one class are at least this * radius apart; the lower
-        scoring pick is dropped.
-    per_class_threshold: class name -> threshold, overriding score_threshold (probability input).
-    """
-
-    method: str = "peaks"
-    score_threshold: float = 0.5
-    min_size_fraction: float = 0.05
-    max_size_fraction: float | None = None
-    min_separation_fraction: float = 0.5
-    per_class_threshold: Mapping[str, float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.method not in _METHODS:
-            raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
-        thresholds = [self.score_threshold, *(self.per_class_threshold or {}).values()]
-        if not all(0.0 < t <= 1.0 for t in thresholds):
-            raise ValueError(f"probability thresholds must lie in (0, 1], got {thresholds}")
-        if self.min_size_fraction < 0:
-            raise ValueError(f"min_size_fraction must be >= 0, got {self.min_size_fraction}")
-        if self.max_size_fraction is not None and self.max_size_fraction < self.min_size_fraction:
-            raise ValueError("max_size_fraction must be None or >= min_size_fraction")
-        if self.min_separation_fraction < 0:
-            raise ValueError("min_separation_fraction must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -87,15 +57,34 @@ class ClassPicks:
         return len(self.scores)
 
 
-def _empty_picks() -> ClassPicks:
-    return ClassPicks(np.zeros((0, 3), np.float64), np.zeros(0, np.float32))
+@dataclass(frozen=True)
+class _Scale:
+    """One class's sizes in voxels, derived from its radius and the settings."""
+
+    sphere_voxels: float
+    min_voxels: float
+    max_voxels: float
+    max_component_voxels: float
+    separation_voxel: float
+
+    @classmethod
+    def of(cls, radius_voxel: float, settings: LocalizeConfig) -> _Scale:
+        sphere = 4.0 / 3.0 * math.pi * radius_voxel**3
+        max_size, max_component = settings.max_size_fraction, settings.max_component_fraction
+        return cls(
+            sphere_voxels=sphere,
+            min_voxels=settings.min_size_fraction * sphere,
+            max_voxels=math.inf if max_size is None else max_size * sphere,
+            max_component_voxels=math.inf if max_component is None else max_component * sphere,
+            separation_voxel=settings.min_separation_fraction * radius_voxel,
+        )
 
 
 def localize(
     segmentation: np.ndarray,
     classes: Sequence[LocalizeClass],
     voxel_size_angstrom: float,
-    settings: LocalizeSettings = LocalizeSettings(),
+    settings: LocalizeConfig = LocalizeConfig(),
 ) -> dict[str, ClassPicks]:
     """Find particle centres of each class in a segmentation.
 
@@ -107,41 +96,52 @@ def localize(
     """
     volume = np.asarray(segmentation)
     is_probability = _validate(volume, classes, voxel_size_angstrom, settings)
-
-    if not is_probability:
-        # One pass over the volume finds all foreground; each class then takes its share.
-        flat = volume.reshape(-1)
-        foreground = np.flatnonzero(flat)
-        foreground_labels = flat[foreground]
     shape = volume.shape[-3:]
+    sparse = False
+    if not is_probability:
+        flat = volume.reshape(-1)
+        sparse = np.count_nonzero(flat) <= _SPARSE_FOREGROUND_FRACTION * flat.size
+        if sparse:
+            foreground = np.flatnonzero(flat)
+            foreground_labels = flat[foreground]
+
     results: dict[str, ClassPicks] = {}
     for cls in classes:
-        radius_voxel = cls.radius_angstrom / voxel_size_angstrom
-        if is_probability:
-            threshold = (settings.per_class_threshold or {}).get(
-                cls.name, settings.score_threshold
-            )
-            channel = volume[cls.label]
-            class_voxels = np.flatnonzero(channel >= threshold)
-
-            def crop_mask(box, channel=channel, threshold=threshold):
-                weights = channel[box].astype(np.float32, copy=False)
-                return weights >= threshold, weights
+        scale = _Scale.of(cls.radius_angstrom / voxel_size_angstrom, settings)
+        channel = volume[cls.label] if is_probability else None
+        if sparse:
+            full_mask = None
+            counts = _block_counts_of_indices(foreground[foreground_labels == cls.label], shape)
         else:
-            class_voxels = foreground[foreground_labels == cls.label]
-
-            def crop_mask(box, label=cls.label):
-                return volume[box] == label, None
+            if is_probability:
+                thresholds = settings.per_class_threshold or {}
+                full_mask = channel >= thresholds.get(cls.name, settings.score_threshold)
+            else:
+                full_mask = volume == cls.label
+            counts = _block_counts_of_mask(full_mask)
+        cap = settings.max_foreground_fraction
+        fraction = float(counts.sum(dtype=np.int64)) / math.prod(shape)
+        if cap is not None and fraction > cap:
+            warnings.warn(
+                f"{cls.name}: {fraction:.0%} of the volume is foreground, more than "
+                f"max_foreground_fraction={cap}; treating it as noise and picking nothing",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            results[cls.name] = _separate([], [], scale.separation_voxel)  # empty picks
+            continue
 
         centers, scores = [], []
-        for box, owned in _coarse_boxes(class_voxels, shape):
-            mask, weights = crop_mask(box)
-            mask &= owned
+        for box, owned in _coarse_boxes(counts, shape, scale.min_voxels):
+            mask = (volume[box] == cls.label) if full_mask is None else full_mask[box]
+            if owned is not None:
+                mask = mask & owned
+            weights = None if channel is None else channel[box].astype(np.float32, copy=False)
             offset = np.array([s.start for s in box], dtype=np.float64)
-            for center, value in _localize_box(mask, weights, radius_voxel, settings):
+            for center, value in _localize_box(mask, weights, scale, settings.method):
                 centers.append(center + offset)
                 scores.append(value)
-        results[cls.name] = _separate(centers, scores, settings.min_separation_fraction * radius_voxel)
+        results[cls.name] = _separate(centers, scores, scale.separation_voxel)
     return results
 
 
@@ -149,7 +149,7 @@ def _validate(
     volume: np.ndarray,
     classes: Sequence[LocalizeClass],
     voxel_size_angstrom: float,
-    settings: LocalizeSettings,
+    settings: LocalizeConfig,
 ) -> bool:
     """Check inputs; return True for probability input, False for labels."""
     if not classes:
@@ -194,61 +194,94 @@ def _validate(
     )
 
 
-def _coarse_boxes(
-    flat_indices: np.ndarray, shape: tuple[int, ...]
-) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-    """Group foreground voxels into boxes via 26-connected blocks of a coarse grid.
+def _coarse_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(-(-dim // _BLOCK_VOXELS) for dim in shape)
 
-    Yields (box slices into the volume, bool mask of the box voxels owned by this group). Two
-    voxels that touch always fall in 26-adjacent blocks, so no connected component is split
-    across groups, and the owned masks of different groups never overlap.
+
+def _block_counts_of_indices(flat_indices: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Foreground voxels per coarse block, from flat indices into a volume of ``shape``."""
+    coarse_shape = _coarse_shape(shape)
+    blocks = tuple(axis // _BLOCK_VOXELS for axis in np.unravel_index(flat_indices, shape))
+    block_index = np.ravel_multi_index(blocks, coarse_shape)
+    return np.bincount(block_index, minlength=math.prod(coarse_shape)).reshape(coarse_shape)
+
+
+def _block_counts_of_mask(mask: np.ndarray) -> np.ndarray:
+    """Foreground voxels per coarse block of a (Z, Y, X) bool mask, as uint8 (<= 64)."""
+    b = _BLOCK_VOXELS
+    padded = np.pad(mask, [(0, -dim % b) for dim in mask.shape]).view(np.uint8)
+    z, y, x = padded.shape
+    # One axis at a time keeps every reduction over a contiguous pair of axes: ~5x faster than
+    # a single sum over axes (1, 3, 5) of a 6-D view.
+    counts = padded.reshape(z // b, b, y, x).sum(axis=1, dtype=np.uint8)
+    counts = counts.reshape(z // b, y // b, b, x).sum(axis=2, dtype=np.uint8)
+    return counts.reshape(z // b, y // b, x // b, b).sum(axis=3, dtype=np.uint8)
+
+
+def _coarse_boxes(
+    block_counts: np.ndarray, shape: tuple[int, ...], min_voxels: float
+) -> Iterator[tuple[tuple[slice, ...], np.ndarray | None]]:
+    """Group foreground into boxes via 26-connected occupied blocks of the coarse grid.
+
+    block_counts: foreground voxels per block; groups with fewer than ``min_voxels`` in all are
+    skipped. Yields (box slices into the volume, bool mask of the box voxels owned by the
+    group, or None when the box holds no other group). Touching voxels always fall in
+    26-adjacent blocks, so no connected component is split across groups, and the owned masks
+    of different groups never overlap.
     """
-    if flat_indices.size == 0:
-        return
     block = _BLOCK_VOXELS
-    coarse_shape = tuple(-(-dim // block) for dim in shape)
-    coarse = np.zeros(coarse_shape, dtype=bool)
-    coarse[tuple(axis // block for axis in np.unravel_index(flat_indices, shape))] = True
-    groups, _ = ndi.label(coarse, structure=np.ones((3, 3, 3), dtype=bool))
+    groups, n_groups = ndi.label(block_counts > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    # Noisy predictions give thousands of specks; dropping small groups here skips their
+    # per-box Python overhead altogether.
+    voxels_per_group = np.bincount(
+        groups.ravel(), weights=block_counts.ravel(), minlength=n_groups + 1
+    )
     for group_id, coarse_box in enumerate(ndi.find_objects(groups), start=1):
+        if coarse_box is None or voxels_per_group[group_id] < max(min_voxels, 1):
+            continue
         box = tuple(
             slice(s.start * block, min(s.stop * block, dim))
             for s, dim in zip(coarse_box, shape, strict=True)
         )
+        in_group = groups[coarse_box] == group_id
+        if np.all(in_group | (groups[coarse_box] == 0)):
+            yield box, None  # empty blocks hold no foreground, so nothing needs masking
+            continue
         block_of_voxel = [
             np.arange(b.start, b.stop) // block - c.start
             for b, c in zip(box, coarse_box, strict=True)
         ]
-        owned = (groups[coarse_box] == group_id)[np.ix_(*block_of_voxel)]
-        yield box, owned
+        yield box, in_group[np.ix_(*block_of_voxel)]
 
 
 def _localize_box(
-    mask: np.ndarray, weights: np.ndarray | None, radius_voxel: float, settings: LocalizeSettings
+    mask: np.ndarray, weights: np.ndarray | None, scale: _Scale, method: str
 ) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield (centre (3,) in box voxel coordinates, score) for each particle in one box."""
-    sphere_voxels = 4.0 / 3.0 * math.pi * radius_voxel**3
-    min_voxels = settings.min_size_fraction * sphere_voxels
-    max_voxels = (
-        math.inf if settings.max_size_fraction is None else settings.max_size_fraction * sphere_voxels
-    )
+    """Yield (centre (3,) in box voxel coordinates, score) for each particle in one box.
+
+    mask: (z, y, x) bool foreground of the box; weights: same-shape probabilities or None.
+    """
     components, n_components = ndi.label(mask)
     sizes = np.bincount(components.ravel(), minlength=n_components + 1)
-    for index, sub in enumerate(ndi.find_objects(components), start=1):
-        # A component below the minimum cannot contain a region above it: skip before any work.
-        if sub is None or sizes[index] < min_voxels:
-            continue
+    upper = scale.max_voxels if method == "components" else scale.max_component_voxels
+    # A component below the minimum cannot contain a region above it: skip before any work.
+    wanted = np.flatnonzero((sizes >= scale.min_voxels) & (sizes <= upper))
+    wanted = wanted[wanted > 0]
+    if wanted.size == 0:
+        return
+    boxes = ndi.find_objects(components, max_label=int(wanted[-1]))
+    for index in wanted:
+        sub = boxes[index - 1]
         component = components[sub] == index
         sub_weights = None if weights is None else weights[sub]
-        offset = np.array([s.start for s in sub], dtype=np.float64)
-        if settings.method == "components":
+        # Below twice the minimum, at most one part of a split could be kept: don't split.
+        if method == "components" or sizes[index] < 2 * scale.min_voxels:
             found = []
-            if sizes[index] <= max_voxels:
-                found = [_region_center(component, sub_weights, sphere_voxels)]
+            if sizes[index] <= scale.max_voxels:
+                found = [_region_center(component, sub_weights, scale.sphere_voxels)]
         else:
-            found = _split_component(
-                component, sub_weights, radius_voxel, settings, sphere_voxels, min_voxels, max_voxels
-            )
+            found = _split_component(component, sub_weights, scale)
+        offset = np.array([s.start for s in sub], dtype=np.float64)
         for center, value in found:
             yield center + offset, value
 
@@ -265,18 +298,18 @@ def _region_center(
 
 
 def _split_component(
-    component: np.ndarray,
-    weights: np.ndarray | None,
-    radius_voxel: float,
-    settings: LocalizeSettings,
-    sphere_voxels: float,
-    min_voxels: float,
-    max_voxels: float,
+    component: np.ndarray, weights: np.ndarray | None, scale: _Scale
 ) -> list[tuple[np.ndarray, float]]:
-    """Split one connected component at maxima of its distance transform."""
+    """Split one connected component (bool (z, y, x) crop) at maxima of its distance transform."""
+    padded = np.pad(component, 1)
+    # Cavities (e.g. a few voxels argmax'd to another class inside a particle) would dent the
+    # distance transform and split one particle into several; only the outer surface counts.
+    outside, _ = ndi.label(~padded)
+    solid = outside != outside[0, 0, 0]
+    component = solid[1:-1, 1:-1, 1:-1]
     # Zero padding makes the box edge count as background, so the distance transform is exact.
-    distance = ndi.distance_transform_edt(np.pad(component, 1))[1:-1, 1:-1, 1:-1]
-    separation = settings.min_separation_fraction * radius_voxel
+    distance = ndi.distance_transform_edt(solid)[1:-1, 1:-1, 1:-1]
+    separation = scale.separation_voxel
     # A cube of half-width sep/sqrt(3) lies inside the ball of radius sep, so the filter never
     # suppresses a maximum that the Euclidean separation rule below would keep.
     half_width = max(1, int(separation / math.sqrt(3.0)))
@@ -284,33 +317,39 @@ def _split_component(
     candidates = np.argwhere((distance == local_max) & component)
     heights = distance[tuple(candidates.T)]
     order = np.argsort(-heights, kind="stable")
-    candidates, heights = candidates[order], heights[order]
-    keep = _greedy_separate(candidates.astype(np.float64), separation)
+    keep = order[_greedy_separate(candidates[order].astype(np.float64), separation)]
     peaks, heights = candidates[keep], heights[keep]
 
     if len(peaks) == 1:
-        size = int(component.sum())
-        if not min_voxels <= size <= max_voxels:
+        size = int(np.count_nonzero(component))
+        if not scale.min_voxels <= size <= scale.max_voxels:
             return []
-        return [_region_center(component, weights, sphere_voxels)]
+        return [_region_center(component, weights, scale.sphere_voxels)]
 
     markers = np.zeros(component.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    regions = watershed(-distance, markers, mask=component)
-    sizes = np.bincount(regions.ravel(), minlength=len(peaks) + 1)
+    regions = watershed(-distance, markers, mask=component).ravel()
+    sizes = np.bincount(regions, minlength=len(peaks) + 1)
+    kept = np.flatnonzero((sizes >= scale.min_voxels) & (sizes <= scale.max_voxels))
+    kept = kept[kept > 0]
+    if weights is not None:
+        weight_sums = np.bincount(regions, weights=weights.ravel(), minlength=len(peaks) + 1)
     # Only voxels that touch background carry the particle's true outline; voxels on a cut
-    # between two regions do not.
-    outline = component & ~ndi.binary_erosion(component, border_value=0)
+    # between two regions do not. Sorting them by region gives every region its slice at once.
+    outline = np.flatnonzero(component & ~ndi.binary_erosion(component, border_value=0))
+    outline = outline[np.argsort(regions[outline], kind="stable")]
+    outline_regions = regions[outline]
+    outline_coords = np.column_stack(np.unravel_index(outline, component.shape))
+    starts = np.searchsorted(outline_regions, kept, side="left")
+    stops = np.searchsorted(outline_regions, kept, side="right")
     found = []
-    for region_id, (peak, height) in enumerate(zip(peaks, heights, strict=True), start=1):
-        if not min_voxels <= sizes[region_id] <= max_voxels:
-            continue
-        region = regions == region_id
-        center = _fit_sphere_center(np.argwhere(outline & region), peak, height)
+    for region_id, start, stop in zip(kept, starts, stops, strict=True):
+        peak, height = peaks[region_id - 1], heights[region_id - 1]
+        center = _fit_sphere_center(outline_coords[start:stop], peak, height)
         if weights is None:
-            value = float(sizes[region_id] / sphere_voxels)
+            value = float(sizes[region_id] / scale.sphere_voxels)
         else:
-            value = float(weights[region].mean())
+            value = float(weight_sums[region_id] / sizes[region_id])
         found.append((center, value))
     return found
 
@@ -356,7 +395,7 @@ def _greedy_separate(points: np.ndarray, separation: float) -> np.ndarray:
 def _separate(centers: list[np.ndarray], scores: list[float], separation: float) -> ClassPicks:
     """Stack picks of one class, keeping the higher-scoring of any pair closer than separation."""
     if not centers:
-        return _empty_picks()
+        return ClassPicks(np.zeros((0, 3), np.float64), np.zeros(0, np.float32))
     points = np.asarray(centers, dtype=np.float64)
     values = np.asarray(scores, dtype=np.float32)
     order = np.argsort(-values, kind="stable")

@@ -1,0 +1,41 @@
+# octopi model exploration: discover runs, split them, train one network per Optuna trial
+# (one GPU job each), select the best model and score it on the test runs.
+#
+# Run it in a study directory that holds config.yaml (`octopi model-explore` does this):
+#   snakemake --directory STUDY --snakefile Snakefile --workflow-profile profiles/default
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+# Types and allowed values only: the octopi commands read config.yaml and fill defaults
+# from octopi.config themselves, so nothing here relies on schema defaults.
+validate(config, "workflow/schemas/config.schema.json", set_default=False)
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/explore.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+localrules:
+    all,
+    discover_runs,
+    split_runs,
+    select_best,
+    tabulate_study,
+    tabulate_test,
+
+
+rule all:
+    default_target: True
+    input:
+        study_targets(),
+        test_targets,

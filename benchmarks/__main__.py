@@ -1,0 +1,118 @@
+"""``python -m benchmarks run --suite quick|full``: head-to-head against octopi 1.7.0.
+
+Run from the repository root with the interpreter of our venv (``.venv/bin/python``). The
+published tool is installed once into ``benchmarks/.envs/octopi-1.7.0``. Results go to
+``benchmarks/results/<suite>-<timestamp>.json`` and ``latest-<suite>.json``; the table to
+``docs/benchmarks.md`` (between the suite's markers) and the plot to
+``docs/img/f4_vs_training_time.png`` (``-full`` suffix for the full suite).
+
+Other commands: ``install`` (only create the published venv), ``report`` (regenerate the docs
+from a results file without measuring anything).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import measure, published, report
+from benchmarks.suites import SUITES
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results"
+DOC = REPO / "docs" / "benchmarks.md"
+
+
+def plot_path(suite: str) -> Path:
+    name = "f4_vs_training_time.png" if suite == "quick" else f"f4_vs_training_time-{suite}.png"
+    return REPO / "docs" / "img" / name
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def save_results(results: dict, stamp: str) -> Path:
+    suite = results["suite"]
+    path = RESULTS / f"{suite}-{stamp}.json"
+    _write_json(path, results)
+    _write_json(RESULTS / f"latest-{suite}.json", results)
+    return path
+
+
+def render(results: dict, doc: Path = DOC) -> None:
+    """Plot, then regenerate the suite's block of ``doc``."""
+    suite = results["suite"]
+    plot = plot_path(suite)
+    has_plot = report.plot_f4_vs_time(results, plot)
+    relative = os.path.relpath(plot, doc.parent) if has_plot else None
+    report.update_doc(doc, suite, report.markdown(results, plot=relative))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="measure both tools and write results and docs")
+    run.add_argument("--suite", choices=sorted(SUITES), default="quick")
+    run.add_argument(
+        "--phases",
+        default=",".join(measure.PHASES),
+        help=f"comma-separated subset of {','.join(measure.PHASES)} (default: all)",
+    )
+    run.add_argument("--work", type=Path, help="work folder (default benchmarks/work/SUITE)")
+    run.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    run.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="time each training-throughput run this many times, interleaved; keep the fastest "
+        "(use 2-3 on a machine that other work shares)",
+    )
+    rep = sub.add_parser("report", help="regenerate docs from a results file")
+    rep.add_argument("--suite", choices=sorted(SUITES), default="quick")
+    rep.add_argument("--results", type=Path, help="default: benchmarks/results/latest-SUITE.json")
+    sub.add_parser("install", help="create the octopi 1.7.0 venv (cached)")
+    args = parser.parse_args(argv)
+
+    if args.command == "install":
+        print(json.dumps(published.ensure_env(quiet=False)))
+        return 0
+    if args.command == "report":
+        path = args.results or RESULTS / f"latest-{args.suite}.json"
+        render(json.loads(path.read_text()))
+        print(f"regenerated {DOC} from {path}")
+        return 0
+
+    phases = tuple(p for p in args.phases.split(",") if p)
+    unknown = sorted(set(phases) - set(measure.PHASES))
+    if unknown:
+        parser.error(f"unknown phases {unknown}; choose from {', '.join(measure.PHASES)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results = measure.run_suite(
+        SUITES[args.suite],
+        phases=phases,
+        work=args.work,
+        on_progress=lambda partial: save_results(partial, stamp),
+        repeats=args.repeats,
+    )
+    path = save_results(results, stamp)
+    print(f"results: {path}")
+    if not args.no_docs:
+        render(results)
+        print(f"table: {DOC}")
+    print(report.markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""Run both tools on the same data, on the same machine, in one run; collect the figures.
+
+Every measurement is one fresh subprocess (:func:`benchmarks.procs.run_measured`: wall time,
+CPU time, peak memory of the whole process tree). Phases, in order:
+
+1. ``throughput``: training patches/s and peak memory, default UNet, each ``--dim-in`` of the
+   suite, same batch size, ``--val-interval N`` with N = ``throughput_epochs`` (one validation,
+   in the last epoch). Patches/s = crops per epoch (training runs × batch size: both tools draw
+   ``batch size`` crops per training tomogram per epoch) / mean seconds of epochs 2..N-1, read
+   from each tool's own epoch progress bar (the first epoch pays the data-loader start-up, the
+   last one the validation). Start-up and tomogram caching are excluded.
+2. ``quality``: both tools trained for ``quality_epochs`` epochs (equal epochs). The published
+   tool's wall time for that run is the budget of the equal-wall-clock comparison: ours is then
+   trained again for as many epochs as its own throughput run says fit in that budget.
+3. ``inference``: every quality model segments the test runs with its tool's DEFAULT inference
+   settings; picks come from each tool's own ``localize`` (defaults); F4 comes from OUR
+   ``octopi evaluate`` (CZII weights, one-to-one matching) for both; the published tool's own
+   ``evaluate`` runs too, for reference. Seconds per tomogram: in-tool (octopi 1.7.0's
+   segmentation bar, our ``segment.json``) and end to end (process wall / tomograms).
+4. ``study``: our 200-trial ``octopi model-explore --dry-run`` and Snakemake's per-job
+   overhead with the local profile (trivial jobs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import logparse, ours, published
+from benchmarks.data import BenchData, build
+from benchmarks.procs import ProcResult, run_measured, tail
+from benchmarks.suites import Suite
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+PHASES = ("throughput", "quality", "inference", "study")
+TOOLS = ("published", "ours")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine() -> dict:
+    """CPU model, cores, RAM, GPU (if any), OS, Python."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        ram_gib = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:  # noqa: BLE001 - best effort
+        ram_gib = None
+    gpu = None
+    if shutil.which("nvidia-smi"):
+        proc = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
+        gpu = proc.stdout.strip() or None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "ram_gib": ram_gib,
+        "gpu": gpu,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def our_versions() -> dict:
+    code = (
+        "import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+        "('octopi-workflow', 'torch', 'monai', 'copick', 'snakemake')}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _record(result: ProcResult, **extra) -> dict:
+    out = result.to_dict()
+    out.update(extra)
+    if not result.ok:
+        out["error"] = tail(result.log, 15)
+    return out
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Runner:
+    """One suite run: the data, the work folder, and the results dict being filled."""
+
+    def __init__(
+        self, suite: Suite, work: Path, data: BenchData, results: dict, repeats: int = 1
+    ) -> None:
+        self.suite = suite
+        self.repeats = repeats
+        self.work = work
+        self.data = data
+        self.results = results
+        self.logs = work / "logs"
+        self.available = {"train": ours.has_command("train")[0]}
+
+    def run(self, name: str, argv: list[str], **kwargs) -> ProcResult:
+        log(f"{name}: {' '.join(argv[:3])} ...")
+        result = run_measured(
+            argv,
+            log_path=self.logs / f"{name}.log",
+            timeout_seconds=self.suite.step_timeout_seconds,
+            **kwargs,
+        )
+        state = "ok" if result.ok else f"FAILED (exit {result.returncode}, see {result.log})"
+        log(f"{name}: {state} in {result.wall_seconds:.0f} s, {result.peak_pss_mb:.0f} MB")
+        return result
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, tool: str, tag: str, dim_in: int, epochs: int, val_interval: int) -> dict:
+        output = _fresh(self.work / "models" / f"{tool}-{tag}")
+        builder = published.train if tool == "published" else ours.train
+        config = self.data.train_config
+        argv = builder(
+            config,
+            output,
+            train_run_ids=self.data.train_run_ids,
+            validate_run_ids=self.data.validate_run_ids,
+            num_epochs=epochs,
+            val_interval=val_interval,
+            batch_size=self.suite.batch_size,
+            dim_in=dim_in,
+        )
+        if tool == "ours" and not self.available["train"]:
+            return {"ok": False, "error": "our `octopi train` is not available", "tool": tool}
+        result = self.run(f"train-{tool}-{tag}", argv)
+        weights = (published.weights_file if tool == "published" else ours.weights_file)(output)
+        ok = result.ok and weights.exists()
+        desc = logparse.PUBLISHED_TRAIN_BAR if tool == "published" else logparse.OUR_TRAIN_BAR
+        epoch_seconds = logparse.steady_epoch_seconds(result.log, desc, epochs) if ok else None
+        patches_per_epoch = len(self.data.train_run_ids) * self.suite.batch_size
+        record = _record(
+            result,
+            tool=tool,
+            tag=tag,
+            dim_in=dim_in,
+            epochs=epochs,
+            val_interval=val_interval,
+            batch_size=self.suite.batch_size,
+            patches_per_epoch=patches_per_epoch,
+            steady_epoch_seconds=epoch_seconds,
+            patches_per_s=(patches_per_epoch / epoch_seconds) if epoch_seconds else None,
+            model_dir=str(output),
+        )
+        record["ok"] = ok
+        if result.ok and not weights.exists():
+            record["error"] = f"training finished without writing {weights.name}"
+        if tool == "ours" and ok:
+            rows = logparse.our_epoch_rows(output)
+            logged = [
+                r["patches_per_s"] for r in rows[1:-1] if isinstance(r.get("patches_per_s"), float)
+            ]
+            record["our_logged_patches_per_s"] = sum(logged) / len(logged) if logged else None
+        return record
+
+    def phase_throughput(self) -> None:
+        """Each (tool, dim-in) ``repeats`` times, interleaved; the report keeps the fastest."""
+        epochs = self.suite.throughput_epochs
+        rows = self.results.setdefault("training_throughput", [])
+        for repeat in range(self.repeats):
+            for dim_in in self.suite.throughput_dims:
+                for tool in TOOLS:
+                    tag = f"tp{dim_in}" if repeat == 0 else f"tp{dim_in}-r{repeat}"
+                    record = self.train(tool, tag, dim_in, epochs, epochs)
+                    record["repeat"] = repeat
+                    rows.append(record)
+
+    def phase_quality(self) -> None:
+        suite = self.suite
+        rows = self.results.setdefault("quality", [])
+        runs: dict[str, dict] = {}
+        for tool in TOOLS:
+            record = self.train(
+                tool,
+                "eqepochs",
+                suite.quality_dim,
+                suite.quality_epochs,
+                suite.quality_val_interval,
+            )
+            record["comparison"] = "equal-epochs"
+            runs[tool] = record
+            rows.append(record)
+        budget = runs["published"].get("wall_seconds") if runs["published"]["ok"] else None
+        epochs = self._epochs_for_budget(budget)
+        if epochs is None:
+            rows.append(
+                {
+                    "tool": "ours",
+                    "comparison": "equal-time",
+                    "ok": False,
+                    "error": "no budget: the published run or our throughput run is missing",
+                }
+            )
+            return
+        interval = max(1, min(suite.quality_val_interval, epochs))
+        record = self.train("ours", "eqtime", suite.quality_dim, epochs, interval)
+        record["comparison"] = "equal-time"
+        record["budget_seconds"] = budget
+        rows.append(record)
+
+    def _epochs_for_budget(self, budget: float | None) -> int | None:
+        """Epochs of ours that fit ``budget`` s (fixed cost and s/epoch from our quality run)."""
+        if budget is None:
+            return None
+        ours_run = next(
+            (
+                r
+                for r in self.results.get("quality", [])
+                if r.get("tool") == "ours" and r.get("comparison") == "equal-epochs" and r["ok"]
+            ),
+            None,
+        )
+        if ours_run is None or not ours_run.get("steady_epoch_seconds"):
+            return None
+        per_epoch = ours_run["steady_epoch_seconds"]
+        fixed = ours_run["wall_seconds"] - per_epoch * ours_run["epochs"]
+        return max(1, math.floor((budget - max(fixed, 0.0)) / per_epoch))
+
+    # ------------------------------------------------------------------ inference
+
+    def _clean_predictions(self) -> None:
+        """Drop predictions and picks of earlier suite runs from the test project."""
+        overlay = self.data.test_config.parent / "data"
+        for pattern in (
+            "ExperimentRuns/*/Segmentations/*_ours_*",
+            "ExperimentRuns/*/Segmentations/*_published_*",
+            "ExperimentRuns/*/Picks/ours_*",
+            "ExperimentRuns/*/Picks/published_*",
+        ):
+            for path in overlay.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def infer(self, model: dict) -> dict:
+        """Segment, localize and score the test runs with ``model`` (a training record)."""
+        tool, session = model["tool"], model["tag"]
+        model_dir = Path(model["model_dir"])
+        config, runs = self.data.test_config, self.data.test_run_ids
+        out = {"tool": tool, "comparison": model.get("comparison"), "session": session}
+        work = _fresh(self.work / "inference" / f"{tool}-{session}")
+        if tool == "published":
+            seg_uri = f"predict:published/{session}"
+            seg = self.run(
+                f"segment-{tool}-{session}", published.segment(config, model_dir, runs, seg_uri)
+            )
+            in_tool = logparse.published_seconds_per_tomogram(seg.log, len(runs))
+            settings = {"window": model["dim_in"], "overlap": 0.5, "window_batch": 4, "tta": 4}
+            loc_argv = published.localize(config, runs, seg_uri, "published", session)
+        else:
+            seg_info = f"predict,ours,{session}"
+            seg_argv = ours.segment(config, model_dir, runs, seg_info, work / "segment")
+            seg = self.run(f"segment-{tool}-{session}", seg_argv)
+            in_tool = logparse.our_seconds_per_tomogram(work / "segment")
+            settings = {
+                "window": model["dim_in"],
+                "overlap": 0.25,
+                "window_batch": 4,
+                "tta": "none",
+            }
+            loc_argv = ours.localize(config, runs, seg_info, f"ours,{session}", work / "localize")
+        out["segment"] = _record(
+            seg,
+            n_tomograms=len(runs),
+            seconds_per_tomogram_in_tool=in_tool,
+            seconds_per_tomogram_wall=seg.wall_seconds / len(runs),
+            settings=settings,
+        )
+        if not seg.ok:
+            return out
+        loc = self.run(f"localize-{tool}-{session}", loc_argv)
+        out["localize"] = _record(loc)
+        if not loc.ok:
+            return out
+        metrics = work / "metrics.json"
+        pred = f"{tool},{session}"
+        ev = self.run(f"evaluate-{tool}-{session}", ours.evaluate(config, runs, pred, metrics))
+        out["evaluate"] = _record(ev)
+        f4 = logparse.our_f4(metrics)
+        if f4 is None and "no predicted picks" in Path(ev.log).read_text(errors="replace"):
+            f4, out["note"] = 0.0, "the tool wrote no picks on the test runs: F4 = 0"
+        out["f4"] = f4
+        if tool == "published":
+            ref_dir = work / "published-evaluate"
+            ref = self.run(
+                f"evaluate-own-{tool}-{session}",
+                published.evaluate(config, runs, "published", session, ref_dir),
+            )
+            out["published_own_evaluate"] = _record(ref, f4=logparse.published_f4(ref_dir))
+        return out
+
+    def phase_inference(self) -> None:
+        self._clean_predictions()
+        rows = self.results.setdefault("inference", [])
+        for model in self.results.get("quality", []):
+            if model.get("ok"):
+                rows.append(self.infer(model))
+
+    # ------------------------------------------------------------------ study overhead
+
+    def phase_study(self) -> None:
+        study: dict = {}
+        ok, why = ours.has_command("model-explore")
+        if not ok:
+            reason = f"`octopi model-explore` is not available: {why}"
+            study["dry_run"] = {"status": "not available", "reason": reason}
+        else:
+            study["dry_run"] = self.dry_run()
+        study["scheduler"] = self.scheduler_overhead()
+        study["import_seconds"] = self.import_seconds()
+        self.results["study_overhead"] = study
+
+    def dry_run(self) -> dict:
+        trials = self.suite.dry_run_trials
+        study_dir = _fresh(self.work / "study-dryrun")
+        argv = [
+            *ours.octopi(), "model-explore", "--config", str(self.data.train_config),
+            "--voxel-size", "10", "--tomo-alg", "wbp", "--target-info", "targets,octopi,1",
+            "--num-trials", str(trials), "--num-epochs", "2", "--val-interval", "1",
+            "--output", str(study_dir), "--dry-run",
+        ]  # fmt: skip
+        first = self.run("dry-run-first", argv)
+        again = self.run("dry-run", argv)
+        out = _record(again, trials=trials, first_call_seconds=first.wall_seconds)
+        out["status"] = "ok" if again.ok else "failed"
+        planned = re.search(r"^trial\s+(\d+)\s*$", Path(again.log).read_text(), re.MULTILINE)
+        out["planned_trial_jobs"] = int(planned.group(1)) if planned else None
+        snakefile = REPO / "Snakefile"
+        if again.ok and (study_dir / "config.yaml").exists() and ours.has_snakemake():
+            snake = self.run(
+                "snakemake-n",
+                [
+                    str(Path(sys.executable).with_name("snakemake")), "-n", "--quiet",
+                    "--snakefile", str(snakefile), "--directory", str(study_dir), "--cores", "1",
+                ],
+                cwd=REPO,
+            )  # fmt: skip
+            out["snakemake_n"] = _record(snake)
+        return out
+
+    def scheduler_overhead(self) -> dict:
+        """Snakemake's own cost per job: N trivial jobs vs 1, local execution, all cores."""
+        if not ours.has_snakemake():
+            return {"status": "not available", "reason": "snakemake is not installed"}
+        jobs = self.suite.scheduler_jobs
+        walls = {}
+        for n in (1, jobs):
+            folder = _fresh(self.work / f"scheduler-{n}")
+            folder.mkdir()
+            (folder / "Snakefile").write_text(
+                f"rule all:\n    input: expand('trial{{i}}.done', i=range({n}))\n\n"
+                "rule trial:\n    output: 'trial{i}.done'\n    shell: 'touch {output}'\n"
+            )
+            result = self.run(
+                f"scheduler-{n}",
+                [
+                    str(Path(sys.executable).with_name("snakemake")), "--cores", "all",
+                    "--quiet", "--keep-going", "--rerun-triggers", "mtime", "input", "params",
+                    "--snakefile", str(folder / "Snakefile"), "--directory", str(folder),
+                ],
+            )  # fmt: skip
+            if not result.ok:
+                return _record(result, status="failed")
+            walls[n] = result.wall_seconds
+        per_job = (walls[jobs] - walls[1]) / (jobs - 1)
+        return {
+            "status": "ok",
+            "jobs": jobs,
+            "wall_seconds": walls,
+            "seconds_per_job": round(per_job, 3),
+            "what": "snakemake (same settings as profiles/default: cores all, keep-going, "
+            "rerun-triggers mtime/input/params), trivial `touch` jobs; (wall(N) - wall(1))/(N-1)",
+        }
+
+    def import_seconds(self) -> dict:
+        """Interpreter start + `import torch, monai` in our venv: paid once by every trial job."""
+        result = run_measured(
+            [sys.executable, "-c", "import torch, monai"],
+            log_path=self.logs / "import-torch-monai.log",
+        )
+        return {"seconds": result.wall_seconds, "ok": result.ok}
+
+
+# --------------------------------------------------------------------------- entry
+
+
+def run_suite(
+    suite: Suite,
+    *,
+    phases: tuple[str, ...] = PHASES,
+    work: Path | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+    repeats: int = 1,
+) -> dict:
+    """Run ``suite`` and return the results dict.
+
+    A phase that raises is recorded under ``errors`` and the next phase runs; ``on_progress``
+    gets the results so far after every phase (the CLI saves them, so a killed run keeps them).
+    """
+    work = work or BENCH_DIR / "work" / suite.name
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    results: dict = {
+        "suite": suite.name,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "settings": suite.to_dict(),
+        "phases": list(phases),
+    }
+    log("published octopi 1.7.0 environment ...")
+    results["published_install"] = published.ensure_env()
+    log(f"published env: {results['published_install']}")
+    results["versions"] = {"ours": our_versions(), "published": published.versions()}
+    log("benchmark data ...")
+    data = build(suite.data, work / "data", log_dir=work / "logs")
+    results["data"] = data.describe()
+    results["throughput_repeats"] = repeats
+    runner = Runner(suite, work, data, results, repeats=repeats)
+    results["our_commands"] = {
+        name: ours.has_command(name)[1] or "ok"
+        for name in ("train", "segment", "localize", "evaluate", "model-explore")
+    }
+    results["complete"] = False
+    for phase in PHASES:
+        if phase not in phases:
+            continue
+        log(f"phase {phase}")
+        try:
+            getattr(runner, f"phase_{phase}")()
+        except Exception:  # noqa: BLE001 - record it, measure the rest
+            log(f"phase {phase} FAILED:\n{traceback.format_exc()}")
+            results.setdefault("errors", {})[phase] = traceback.format_exc()
+        results["total_seconds"] = round(time.perf_counter() - started, 1)
+        if on_progress is not None:
+            on_progress(results)
+    results["complete"] = True
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    return results

@@ -1,0 +1,76 @@
+"""Suite sizes: ``quick`` (a 2-core CPU machine, < 30 min) and ``full`` (a GPU machine)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from benchmarks.data import DataSpec
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Everything a suite run varies. Both tools get the same values."""
+
+    name: str
+    data: DataSpec
+    batch_size: int  # crops per training step; both tools draw this many per tomogram per epoch
+    throughput_dims: tuple[int, ...]  # --dim-in values timed for training throughput
+    throughput_epochs: int  # epochs 2..N-1 are timed (≥ 3)
+    quality_dim: int  # --dim-in of the pick-quality models
+    quality_epochs: int  # the equal-epochs comparison
+    quality_val_interval: int
+    dry_run_trials: int = 200
+    scheduler_jobs: int = 12
+    step_timeout_seconds: int = 3600
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SUITES: dict[str, Suite] = {
+    # Checks the harness end to end in a few minutes; its figures mean nothing.
+    "smoke": Suite(
+        name="smoke",
+        data=DataSpec(train_runs=2, train_shape=(48, 96, 96), test_runs=2, test_shape=(48, 96, 96)),
+        batch_size=2,
+        throughput_dims=(32,),
+        throughput_epochs=3,
+        quality_dim=32,
+        quality_epochs=3,
+        quality_val_interval=3,
+        dry_run_trials=200,
+        scheduler_jobs=4,
+        step_timeout_seconds=1200,
+    ),
+    # Small enough for a 2-core CPU: 2 training runs and 1 validation run of 96×160×160 (deep
+    # enough for 96³ crops), 2 test runs of 64×160×160; batch 2, so one epoch is 4 crops.
+    # Pick quality after so little training is a smoke test, not a verdict: the full suite is
+    # the one that answers the quality goal.
+    "quick": Suite(
+        name="quick",
+        data=DataSpec(
+            train_runs=2, train_shape=(96, 160, 160), test_runs=2, test_shape=(64, 160, 160)
+        ),
+        batch_size=2,
+        throughput_dims=(64, 96),
+        throughput_epochs=4,
+        quality_dim=64,
+        quality_epochs=8,
+        quality_val_interval=4,
+    ),
+    # For a GPU machine: 8 training runs of moderate size, test tomograms of the CZII size
+    # 184×630×630, the published default batch 16 and crop 96.
+    "full": Suite(
+        name="full",
+        data=DataSpec(
+            train_runs=8, train_shape=(128, 320, 320), test_runs=3, test_shape=(184, 630, 630)
+        ),
+        batch_size=16,
+        throughput_dims=(64, 96),
+        throughput_epochs=6,
+        quality_dim=96,
+        quality_epochs=200,
+        quality_val_interval=20,
+        step_timeout_seconds=4 * 3600,
+    ),
+}

@@ -1,0 +1,322 @@
+"""`octopi model-explore` (plans and runs the Snakemake study) and `octopi evaluate-test`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+# One helper for `[default: …]` help texts read from the config models (infer_cmds has it).
+from octopi.cli.infer_cmds import _default
+from octopi.cli.options import data_options, friendly_errors, split_csv
+from octopi.config import (
+    MODEL_TYPES,
+    CopickSource,
+    SearchConfig,
+    TargetSpec,
+    TrainingConfig,
+    WorkflowConfig,
+    canonical_model_type,
+)
+
+DEFAULT_OUTPUT = "explore_results"
+
+
+# CLI flag -> (config section, key, parse). Flags left out (None) keep the base config's value.
+_FLAGS: dict[str, tuple[str, str, Any]] = {
+    "voxel_size": ("data", "voxel_size_angstrom", None),
+    "target_info": ("data", "target", lambda text: TargetSpec.parse(text).model_dump()),
+    "tomo_alg": ("data", "tomo_algorithms", split_csv),
+    "train_run_ids": ("data", "train_run_ids", split_csv),
+    "validate_run_ids": ("data", "validate_run_ids", split_csv),
+    "data_split": ("data", "data_split", None),
+    "model_type": ("search", "model_type", canonical_model_type),
+    "num_epochs": ("training", "num_epochs", None),
+    "val_interval": ("training", "val_interval", None),
+    "ncache_tomos": ("training", "ncache_tomos", None),
+    "best_metric": ("training", "best_metric", None),
+    "background_ratio": ("training", "background_ratio", None),
+    "num_trials": ("search", "num_trials", None),
+    "random_seed": ("search", "random_seed", None),
+    "study_name": ("search", "study_name", None),
+}
+
+
+def _absolute_sources(sources: list[dict], base: Path) -> list[dict]:
+    """Copick config paths made absolute against ``base`` (the study runs elsewhere)."""
+    return [{**s, "path": str((base / Path(s["path"]).expanduser()).resolve())} for s in sources]
+
+
+def _optional_config(command: click.Command) -> click.Command:
+    """--config may be left out when the study (or --study-config) already names projects."""
+    for param in command.params:
+        if param.name == "configs":
+            param.required = False
+    return command
+
+
+def build_study_config(
+    base: WorkflowConfig | None, configs: tuple[str, ...], flags: dict[str, Any]
+) -> WorkflowConfig:
+    """``base`` (or the defaults) with every given flag applied; copick paths made absolute."""
+    values = base.model_dump(mode="json") if base is not None else {}
+    for section in ("data", "training", "search"):
+        values.setdefault(section, {})
+    if configs:
+        sources = [CopickSource.parse(text).model_dump(mode="json") for text in configs]
+        values["data"]["configs"] = _absolute_sources(sources, Path.cwd())
+    elif "configs" not in values["data"]:
+        raise click.UsageError(
+            "Missing option '--config': a new study needs the copick config file(s)."
+        )
+    for name, value in flags.items():
+        if value is None:
+            continue
+        section, key, parse = _FLAGS[name]
+        values[section][key] = parse(value) if parse else value
+    return WorkflowConfig.model_validate(values)
+
+
+def _check_copick_configs(config: WorkflowConfig) -> None:
+    sources = list(config.data.configs)
+    if config.create_targets is not None:
+        sources += list(config.create_targets.configs)
+    for source in sources:
+        if not source.path.is_file():
+            raise click.ClickException(
+                f"copick config not found: {source.path}. Give the copick project's config "
+                "JSON with --config (as path or session_name,path)."
+            )
+
+
+def _refuse_changes(existing: WorkflowConfig, new: WorkflowConfig, study_dir: Path) -> None:
+    from octopi.workflow_runner import config_differences, lookup
+
+    differences = config_differences(existing, new)
+    if not differences:
+        return
+    lines = [
+        f"  {key}: {json.dumps(lookup(existing, key))} → {json.dumps(lookup(new, key))}"
+        for key in differences
+    ]
+    raise click.ClickException(
+        f"{study_dir} holds a study with other settings; its trials were trained with them:\n"
+        + "\n".join(lines)
+        + "\nRerun with the study's settings (only --num-trials may change), or choose a new "
+        "--output for a new study."
+    )
+
+
+def _plan_gpus(gpus: int | None, cluster: bool) -> tuple[int | None, dict[str, str] | None]:
+    """(``--resources gpu=N`` value, environment for Snakemake) of a local run."""
+    from octopi.gpu_slots import list_gpus
+
+    if cluster:
+        if gpus is not None:
+            click.echo("note: --gpus applies to local runs; the cluster assigns GPUs per job")
+        return None, None
+    present = list_gpus()
+    if gpus is None:
+        return max(1, len(present)), None
+    if gpus > len(present):
+        raise click.ClickException(
+            f"--gpus {gpus}: this machine has {len(present)} GPU(s) "
+            f"({', '.join(present) or 'nvidia-smi lists none'}); give at most {len(present)}"
+            + (" or 0 to train on the CPU" if not present else "")
+        )
+    if gpus == 0:  # CPU only, one trial at a time
+        return 1, {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    return gpus, None
+
+
+def _resolve_profile(profile: str | None) -> tuple[str | None, bool]:
+    """(profile path or name for Snakemake, whether it submits to a cluster)."""
+    from octopi.workflow_runner import profile_executor, workflow_root
+
+    if profile is None:
+        return None, False
+    path = Path(profile)
+    if not path.is_dir() and (workflow_root() / "profiles" / profile).is_dir():
+        path = workflow_root() / "profiles" / profile  # `--profile slurm`: the packaged one
+    if not path.is_dir():
+        return profile, False  # a profile name Snakemake finds in its config folders
+    return str(path), profile_executor(path) not in (None, "local")
+
+
+def _print_monitoring(study_dir: Path, config: WorkflowConfig) -> None:
+    journal, mlflow_db = study_dir / "optuna.journal", study_dir / "mlflow.db"
+    click.echo(
+        f"study {config.search.study_name!r}: {config.search.num_trials} trials of "
+        f"{config.search.model_type} in {study_dir}\n"
+        f"  Optuna study   {journal}\n"
+        f"      optuna-dashboard {journal}      (pip install optuna-dashboard)\n"
+        f"  MLflow store   {mlflow_db} and {study_dir / 'mlruns'}\n"
+        f"      mlflow ui --backend-store-uri sqlite:///{mlflow_db}   → http://127.0.0.1:5000\n"
+        "      on a remote machine: ssh -L 5000:localhost:5000 user@login-node on your computer,\n"
+        "      then start mlflow ui (--port 5000) there and open http://127.0.0.1:5000\n"
+        f"  logs           {study_dir / 'logs'}/<rule>/\n"
+        f"  report         {study_dir / 'report.html'} (when the study has finished)\n"
+        "  interrupted?   rerun the same command with --resume"
+    )
+
+
+def _interruption_hint(study_dir: Path) -> None:
+    meta = study_dir / ".snakemake"
+    if any((meta / "locks").glob("*")) or any((meta / "incomplete").glob("*")):
+        click.echo(
+            f"\nIf no other Snakemake runs in {study_dir}, an earlier run was interrupted: "
+            "rerun the same command with --resume.",
+            err=True,
+        )
+
+
+@_optional_config
+@click.command("model-explore")
+@data_options
+@click.option(
+    "--model-type",
+    type=click.Choice(MODEL_TYPES, case_sensitive=False),
+    help="Model family to explore." + _default(SearchConfig, "model_type"),
+)
+@click.option(
+    "--num-epochs", type=int, help="Epochs per trial." + _default(TrainingConfig, "num_epochs")
+)
+@click.option(
+    "--val-interval",
+    type=int,
+    help="Validate every N epochs." + _default(TrainingConfig, "val_interval"),
+)
+@click.option(
+    "--ncache-tomos",
+    type=int,
+    help="Tomograms cached per epoch." + _default(TrainingConfig, "ncache_tomos"),
+)
+@click.option(
+    "--best-metric",
+    help="Checkpoint/trial metric: avg_f1 or fBetaN." + _default(TrainingConfig, "best_metric"),
+)
+@click.option(
+    "--background-ratio",
+    type=float,
+    help="Background/foreground crop ratio." + _default(TrainingConfig, "background_ratio"),
+)
+@click.option(
+    "--num-trials", type=int, help="Optuna trials." + _default(SearchConfig, "num_trials")
+)
+@click.option(
+    "--random-seed", type=int, help="Optuna sampler seed." + _default(SearchConfig, "random_seed")
+)
+@click.option(
+    "--study-name", help="Optuna study / MLflow experiment." + _default(SearchConfig, "study_name")
+)
+@click.option(
+    "--output",
+    default=DEFAULT_OUTPUT,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Study directory (Snakemake works there; rerun the command there to continue).",
+)
+@click.option(
+    "--study-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Start from this workflow config YAML (see config/config.yaml); flags override it. "
+    "Relative paths in it are relative to its folder.",
+)
+@click.option("--profile", help="Snakemake profile, e.g. slurm (the packaged one) or a folder.")
+@click.option("--dry-run", is_flag=True, help="Plan the jobs, run nothing.")
+@click.option("--jobs", type=int, help="Jobs at once (local: cores; cluster: submitted jobs).")
+@click.option(
+    "--gpus",
+    type=int,
+    help="Trials at once, one GPU each (local).  [default: every GPU; 1 on a CPU-only machine]",
+)
+@click.option(
+    "--resume", is_flag=True, help="After a killed run: unlock the study, rerun unfinished jobs."
+)
+@friendly_errors
+def model_explore(
+    configs, output, study_config, profile, dry_run, jobs, gpus, resume, **flags
+) -> None:
+    """Search architectures and hyperparameters with Optuna: one Snakemake job per trial.
+
+    Writes OUTPUT/config.yaml and runs the workflow there; rerunning the command continues
+    the study (finished trials are kept; a larger --num-trials adds trials).
+    """
+    from octopi import workflow_runner as runner
+
+    if gpus is not None and gpus < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--gpus")
+    study_dir = Path(output).expanduser().resolve()
+    existing_path = study_dir / runner.STUDY_CONFIG
+    existing = runner.load_study_config(existing_path) if existing_path.is_file() else None
+    base = runner.load_study_config(study_config) if study_config is not None else existing
+    config = build_study_config(base, configs, flags)
+    if existing is not None and runner.study_started(study_dir):
+        _refuse_changes(existing, config, study_dir)
+    _check_copick_configs(config)
+    profile_arg, cluster = _resolve_profile(profile)
+    gpu_slots, env = _plan_gpus(gpus, cluster)
+
+    study_dir.mkdir(parents=True, exist_ok=True)
+    runner.write_study_config(study_dir, config)
+    _print_monitoring(study_dir, config)
+    common = {"profile": profile_arg, "jobs": jobs, "gpu_slots": gpu_slots}
+    if resume:
+        runner.run_snakemake(runner.snakemake_args(study_dir, extra=["--unlock"]), env)
+    args = runner.snakemake_args(study_dir, dry_run=dry_run, rerun_incomplete=resume, **common)
+    status = runner.run_snakemake(args, env)
+    if status != 0:
+        _interruption_hint(study_dir)
+        raise click.ClickException(
+            f"Snakemake stopped with status {status}; see the messages above and "
+            f"{study_dir / 'logs'}"
+        )
+    if dry_run:
+        click.echo("dry run: nothing was run")
+        return
+    report = study_dir / "report.html"
+    report_args = runner.snakemake_args(study_dir, extra=["--report", str(report)], **common)
+    if runner.run_snakemake(report_args, env) != 0:
+        click.echo(f"warning: the HTML report could not be made ({report})", err=True)
+    click.echo(f"study finished: best model in {study_dir / 'best'}, report {report}")
+
+
+@click.command("evaluate-test")
+@click.option(
+    "--study-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Study directory holding best/.",
+)
+@click.option(
+    "--study-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Workflow config.  [default: STUDY_DIR/config.yaml]",
+)
+@click.option(
+    "--split",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="split.json with the test runs.  [default: STUDY_DIR/split.json]",
+)
+@friendly_errors
+def evaluate_test(study_dir, study_config, split) -> None:
+    """Score the study's best model on its test runs (STUDY_DIR/test/metrics.json)."""
+    from octopi.cli.search_cmds import load_split
+    from octopi.gpu_slots import claim_gpu
+    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
+
+    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
+    run_split = load_split(split or study_dir / "split.json")
+    with claim_gpu(study_dir / ".gpu-locks"):
+        from octopi.search.evaluate_test import METRICS_PATH
+        from octopi.search.evaluate_test import evaluate_test as run_evaluation
+
+        metrics = run_evaluation(study_dir, workflow, run_split)
+    click.echo(
+        f"test runs {', '.join(metrics['test_runs'])}: {metrics['best_metric']} = "
+        f"{metrics['best_metric_value']:.4f}, weighted F{metrics['beta']:g} = "
+        f"{metrics['weighted_fbeta']:.4f} → {study_dir / METRICS_PATH}"
+    )

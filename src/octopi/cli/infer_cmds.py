@@ -1,0 +1,358 @@
+"""Inference subcommands: segment, localize, evaluate (thin wrappers over the stage functions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel
+
+from octopi.cli.options import build, config_option, friendly_errors, split_csv
+from octopi.config import (
+    CopickSource,
+    EvaluationConfig,
+    InferenceConfig,
+    LocalizeConfig,
+    PickSpec,
+    TargetSpec,
+)
+
+
+def _default(model: type[BaseModel], field: str) -> str:
+    """``  [default: …]`` for a help text, read from the config model (the one home of defaults)."""
+    info = model.model_fields[field]
+    value = info.get_default(call_default_factory=True)
+    if isinstance(value, dict):
+        value = ",".join(f"{key}={weight:g}" for key, weight in value.items())
+    elif isinstance(value, list):
+        value = ",".join(str(item) for item in value)
+    return f"  [default: {value}]"
+
+
+def _write_record(output: Path, command: str, **parts: Any) -> None:
+    """Write ``<command>_config.yaml``: every setting the command resolved and ran with."""
+    from octopi.io_utils import atomic_write_yaml
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return value.model_dump(mode="json")
+        if isinstance(value, (list, tuple)):
+            return [plain(item) for item in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    atomic_write_yaml(
+        Path(output) / f"{command}_config.yaml",
+        {"command": command} | {key: plain(value) for key, value in parts.items()},
+    )
+
+
+def _sources(configs: tuple[str, ...]) -> list[CopickSource]:
+    return [CopickSource.parse(text) for text in configs]
+
+
+def _paths(text: str, option: str) -> list[Path]:
+    paths = [Path(part) for part in split_csv(text) or []]
+    if not paths:
+        raise click.BadParameter("give at least one file", param_hint=option)
+    return paths
+
+
+def _class_weights(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """``name=w,name=w`` → {name: w}."""
+    if value is None:
+        return None
+    weights = {}
+    for item in split_csv(value) or []:
+        name, sep, number = item.partition("=")
+        try:
+            weights[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise click.BadParameter(
+                f"expected name=weight pairs separated by commas, got {item!r}"
+            )
+    return weights
+
+
+@click.command()
+@config_option
+@click.option(
+    "--model-config", required=True, help="model_config.yaml file(s), comma-separated (ensemble)."
+)
+@click.option(
+    "--model-weights", required=True, help="Weight file(s), comma-separated, one per config."
+)
+@click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: the model's]")
+@click.option("--tomo-alg", help="Tomogram algorithm.  [default: the model's first]")
+@click.option("--run-ids", help="Runs to segment, comma-separated.  [default: all]")
+@click.option(
+    "--seg-info",
+    help="Segmentation to write: name or name,user_id,session_id.  [default: predict,octopi,1]",
+)
+@click.option(
+    "--window-size", type=int, help="Sliding-window edge (voxels).  [default: the model's dim_in]"
+)
+@click.option(
+    "--overlap", type=float, help="Window overlap." + _default(InferenceConfig, "overlap")
+)
+@click.option(
+    "--window-batch-size",
+    type=int,
+    help="Windows per forward pass." + _default(InferenceConfig, "window_batch_size"),
+)
+@click.option(
+    "--tta",
+    type=click.Choice(["none", "flips", "rot90"]),
+    help="Test-time augmentation in the XY plane." + _default(InferenceConfig, "tta"),
+)
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    help="Mixed precision." + _default(InferenceConfig, "amp"),
+)
+@click.option("--device", help="torch device, e.g. cpu or cuda:1.  [default: cuda if available]")
+@click.option(
+    "--output", type=click.Path(path_type=Path), help="Folder for the resolved config and timings."
+)
+@friendly_errors
+def segment(
+    configs,
+    model_config,
+    model_weights,
+    voxel_size,
+    tomo_alg,
+    run_ids,
+    seg_info,
+    window_size,
+    overlap,
+    window_batch_size,
+    tta,
+    amp,
+    device,
+    output,
+):
+    """Segment tomograms with a trained model (or an ensemble) into copick label volumes."""
+    from octopi.config import DEFAULT_SEGMENTATION_TARGET
+    from octopi.inference.stages import segment_runs
+    from octopi.io_utils import atomic_write_json
+
+    settings = build(
+        InferenceConfig,
+        window_size=window_size,
+        overlap=overlap,
+        window_batch_size=window_batch_size,
+        tta=tta,
+        amp=amp,
+    )
+    sources = _sources(configs)
+    seg_target = TargetSpec.parse(seg_info) if seg_info else DEFAULT_SEGMENTATION_TARGET
+    model_configs = _paths(model_config, "--model-config")
+    weights = _paths(model_weights, "--model-weights")
+    summary = segment_runs(
+        sources,
+        split_csv(run_ids),
+        model_configs,
+        weights,
+        seg_target=seg_target,
+        settings=settings,
+        voxel_size_angstrom=voxel_size,
+        tomo_algorithm=tomo_alg,
+        device=device,
+        show_progress=True,
+    )
+    if output is not None:
+        _write_record(
+            output,
+            "segment",
+            configs=sources,
+            run_ids=list(summary.runs),
+            model_configs=model_configs,
+            model_weights=weights,
+            seg_target=seg_target,
+            voxel_size_angstrom=summary.voxel_size_angstrom,
+            tomo_algorithm=summary.tomo_algorithm,
+            device=summary.device,
+            inference=settings.model_copy(update={"window_size": summary.window_size}),
+        )
+        atomic_write_json(Path(output) / "segment.json", summary.to_dict())
+    for key, run in summary.runs.items():
+        click.echo(f"{key}: {tuple(run.shape_zyx)} in {run.seconds:.1f} s")
+    click.echo(
+        f"wrote segmentation {seg_target} for {len(summary.runs)} runs "
+        f"({summary.tomo_algorithm} at {summary.voxel_size_angstrom:g} Å, {summary.device})"
+    )
+
+
+@click.command()
+@config_option
+@click.option(
+    "--seg-info",
+    help="Segmentation to read: name or name,user_id,session_id.  [default: predict,octopi,1]",
+)
+@click.option("--pick-info", help="Picks to write: user_id,session_id.  [default: octopi,1]")
+@click.option(
+    "--voxel-size", type=float, help="Voxel size (Å).  [default: that of the segmentation]"
+)
+@click.option("--run-ids", help="Runs to process, comma-separated.  [default: all]")
+@click.option(
+    "--method",
+    type=click.Choice(["peaks", "components"]),
+    help="Split touching particles at distance peaks, or one pick per component."
+    + _default(LocalizeConfig, "method"),
+)
+@click.option(
+    "--threshold",
+    type=float,
+    help="Probability threshold (probability input only)."
+    + _default(LocalizeConfig, "score_threshold"),
+)
+@click.option(
+    "--min-size-fraction",
+    type=float,
+    help="Smallest region kept, × particle sphere volume."
+    + _default(LocalizeConfig, "min_size_fraction"),
+)
+@click.option(
+    "--min-separation-fraction",
+    type=float,
+    help="Closest two picks of a class, × particle radius."
+    + _default(LocalizeConfig, "min_separation_fraction"),
+)
+@click.option("--objects", help="Objects to localize, comma-separated.  [default: every particle]")
+@click.option(
+    "--output", type=click.Path(path_type=Path), help="Folder for the resolved config and counts."
+)
+@friendly_errors
+def localize(
+    configs,
+    seg_info,
+    pick_info,
+    voxel_size,
+    run_ids,
+    method,
+    threshold,
+    min_size_fraction,
+    min_separation_fraction,
+    objects,
+    output,
+):
+    """Turn segmentations into particle picks (one pick set per object) in copick."""
+    from octopi.config import DEFAULT_PREDICTED_PICKS, DEFAULT_SEGMENTATION_TARGET
+    from octopi.inference.stages import localize_runs
+    from octopi.io_utils import atomic_write_json
+
+    settings = build(
+        LocalizeConfig,
+        method=method,
+        score_threshold=threshold,
+        min_size_fraction=min_size_fraction,
+        min_separation_fraction=min_separation_fraction,
+    )
+    sources = _sources(configs)
+    seg_target = TargetSpec.parse(seg_info) if seg_info else DEFAULT_SEGMENTATION_TARGET
+    picks_out = PickSpec.parse(pick_info) if pick_info else DEFAULT_PREDICTED_PICKS
+    counts = localize_runs(
+        sources,
+        split_csv(run_ids),
+        seg_target=seg_target,
+        picks_out=picks_out,
+        settings=settings,
+        voxel_size_angstrom=voxel_size,
+        objects=split_csv(objects),
+    )
+    if output is not None:
+        _write_record(
+            output,
+            "localize",
+            configs=sources,
+            run_ids=list(counts),
+            seg_target=seg_target,
+            picks=picks_out,
+            voxel_size_angstrom=voxel_size,
+            objects=split_csv(objects),
+            localize=settings,
+        )
+        atomic_write_json(Path(output) / "picks.json", counts)
+    for key, per_object in counts.items():
+        click.echo(f"{key}: " + ", ".join(f"{name} {n}" for name, n in per_object.items()))
+    total = sum(sum(per_object.values()) for per_object in counts.values())
+    click.echo(
+        f"wrote {total} picks as {picks_out.user_id},{picks_out.session_id} for {len(counts)} runs"
+    )
+
+
+@click.command()
+@config_option
+@click.option("--pred-info", help="Predicted picks: user_id,session_id.  [default: octopi,1]")
+@click.option(
+    "--gt-info",
+    help="Ground-truth picks: user_id,session_id."
+    + f"  [default: {PickSpec().user_id},{PickSpec().session_id}]",
+)
+@click.option(
+    "--run-ids", help="Runs to score, comma-separated.  [default: runs with ground truth]"
+)
+@click.option(
+    "--distance-fraction",
+    type=float,
+    help="A hit lies within this × particle radius."
+    + _default(EvaluationConfig, "distance_fraction"),
+)
+@click.option("--beta", type=float, help="F-beta's beta." + _default(EvaluationConfig, "beta"))
+@click.option(
+    "--class-weights",
+    callback=_class_weights,
+    help="name=weight,… (classes not listed weigh 1)."
+    + _default(EvaluationConfig, "class_weights"),
+)
+@click.option("--objects", help="Objects to score, comma-separated.  [default: every particle]")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    help="metrics.json to write (the resolved config goes beside it).",
+)
+@friendly_errors
+def evaluate(
+    configs, pred_info, gt_info, run_ids, distance_fraction, beta, class_weights, objects, output
+):
+    """Score predicted picks against ground-truth picks (CZII particle-level F-beta)."""
+    from octopi.config import DEFAULT_PREDICTED_PICKS
+    from octopi.evaluation.stages import evaluate_runs
+    from octopi.io_utils import atomic_write_json
+
+    settings = build(
+        EvaluationConfig,
+        distance_fraction=distance_fraction,
+        beta=beta,
+        class_weights=class_weights,
+    )
+    sources = _sources(configs)
+    predicted = PickSpec.parse(pred_info) if pred_info else DEFAULT_PREDICTED_PICKS
+    ground_truth = PickSpec.parse(gt_info) if gt_info else PickSpec()
+    report = evaluate_runs(
+        sources,
+        split_csv(run_ids),
+        predicted=predicted,
+        ground_truth=ground_truth,
+        settings=settings,
+        objects=split_csv(objects),
+    )
+    click.echo(report.format_table())
+    if output is not None:
+        output = Path(output)
+        atomic_write_json(output, report.to_dict())
+        _write_record(
+            output.parent,
+            "evaluate",
+            configs=sources,
+            run_ids=list(report.per_run),
+            predicted=predicted,
+            ground_truth=ground_truth,
+            objects=split_csv(objects),
+            evaluation=settings,
+        )
+        click.echo(f"metrics → {output}")

@@ -1,0 +1,170 @@
+"""``octopi explore-trial`` (one trial slot of a study) and ``octopi select-best``.
+
+Thin wrappers over :func:`octopi.search.slots.run_trial_slot` and
+:func:`octopi.search.select.select_best`; the Snakemake rules ``trial`` and ``select_best``
+call them with the study folder as working directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from octopi.cli.options import friendly_errors
+
+_STUDY_DIR = click.option(
+    "--study-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The study folder (optuna.journal, trials/, mlflow.db).",
+)
+_STUDY_CONFIG = click.option(
+    "--study-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Workflow config (YAML) of the study.  [default: STUDY_DIR/config.yaml]",
+)
+_TRACKING_URI = click.option(
+    "--tracking-uri",
+    help="MLflow tracking URI; 'none' turns tracking off.  [default: sqlite:///STUDY_DIR/mlflow.db]",
+)
+
+
+def load_study_config(path: Path):
+    """The study's :class:`~octopi.config.WorkflowConfig` from YAML; relative copick config
+    paths are taken relative to the YAML file's folder."""
+    import yaml
+
+    from octopi.config import WorkflowConfig
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"study config {path} not found; pass --study-config (a workflow config YAML, as "
+            "`octopi model-explore` writes into the study folder)"
+        )
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a workflow config mapping, got {type(values).__name__}")
+    for source in (values.get("data") or {}).get("configs") or []:
+        if isinstance(source, dict) and "path" in source:
+            source["path"] = str((path.parent / Path(source["path"]).expanduser()).resolve())
+    return WorkflowConfig.model_validate(values)
+
+
+def load_split(path: Path):
+    """The :class:`~octopi.data.split.RunSplit` of a ``split.json`` from ``octopi split-runs``."""
+    from octopi.data.split import RunSplit
+
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"run split {path} not found; make it with `octopi split-runs --output {path}` "
+            "or pass --split"
+        )
+    data = json.loads(path.read_text())
+    keys = ("train", "validate", "test", "seed", "ratios")
+    missing = [key for key in ("train", "validate") if key not in data]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: not a split.json of split-runs")
+    return RunSplit.from_dict({key: data[key] for key in keys if key in data})
+
+
+@click.command("explore-trial")
+@_STUDY_DIR
+@click.option("--slot", required=True, type=int, help="Trial slot to run, 0..num_trials-1.")
+@_STUDY_CONFIG
+@click.option(
+    "--split",
+    "split_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="split.json from split-runs.  [default: STUDY_DIR/split.json]",
+)
+@_TRACKING_URI
+@click.option(
+    "--search-space",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML narrowing the search space.  [default: STUDY_DIR/search_space.yaml if present]",
+)
+@click.option("--device", help="torch device, e.g. cuda:1.  [default: first GPU, else CPU]")
+@click.option("--progress/--no-progress", default=False, help="Show a training progress bar.")
+@friendly_errors
+def explore_trial(
+    study_dir, slot, study_config, split_path, tracking_uri, search_space, device, progress
+):
+    """Run one trial slot of a model-exploration study (resumes; a finished slot is a no-op)."""
+    start = time.perf_counter()
+    from octopi.models.search_spaces import load_overrides
+    from octopi.search.slots import SlotBusyError, run_trial_slot
+
+    workflow = load_study_config(study_config or study_dir / "config.yaml")
+    split = load_split(split_path or study_dir / "split.json")
+    overrides = None
+    if search_space is not None:
+        if not search_space.is_file():
+            raise FileNotFoundError(f"--search-space {search_space} not found")
+        overrides = load_overrides(search_space)
+    try:
+        result = run_trial_slot(
+            study_dir,
+            slot,
+            workflow,
+            split,
+            tracking_uri=tracking_uri,
+            show_progress=progress,
+            search_space_overrides=overrides,
+            device=device,
+        )
+    except SlotBusyError as error:
+        raise click.ClickException(str(error)) from error
+    metric = "none" if result.best_metric is None else f"{result.best_metric:.4f}"
+    if result.reused:
+        click.echo(
+            f"slot {slot}: already {result.state} (trial {result.trial_number}); nothing run"
+        )
+    else:
+        click.echo(
+            f"slot {slot}: {result.state}, trial {result.trial_number}, {result.metric_name} "
+            f"{metric} at epoch {result.best_epoch}, {result.epochs_completed} epochs"
+            + (
+                f" (resumed after epoch {result.resumed_from_epoch})"
+                if result.resumed_from_epoch
+                else ""
+            )
+        )
+        cpu = result.cpu_seconds_phases
+        cpu_training = cpu.get("training", 0.0)
+        click.echo(
+            f"seconds: {result.seconds_total:.1f} in the slot ({result.seconds_training:.1f} "
+            f"training, {result.seconds_overhead:.1f} overhead), "
+            f"{time.perf_counter() - start:.1f} in the command; CPU seconds: "
+            f"{cpu_training:.1f} training, {sum(cpu.values()) - cpu_training:.1f} other"
+        )
+        click.echo(
+            "phases (wall / CPU s): "
+            + ", ".join(
+                f"{k} {v:.1f}/{cpu.get(k, 0.0):.1f}" for k, v in result.seconds_phases.items()
+            )
+        )
+    click.echo(f"result: {Path(result.trial_dir) / 'result.json'}")
+
+
+@click.command("select-best")
+@_STUDY_DIR
+@_STUDY_CONFIG
+@_TRACKING_URI
+@friendly_errors
+def select_best(study_dir, study_config, tracking_uri):
+    """Pick the study's best trial: best/, trials.csv and plots/ in the study folder."""
+    from octopi.search.select import select_best as run_select_best
+
+    workflow = load_study_config(study_config or study_dir / "config.yaml")
+    summary = run_select_best(study_dir, workflow, tracking_uri=tracking_uri)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.trial_counts.items()))
+    click.echo(
+        f"best: slot {summary.slot} (trial {summary.trial_number}), {summary.metric_name} "
+        f"{summary.best_metric:.4f}; trials: {counts}"
+    )
+    click.echo(f"model: {summary.best_dir}; table: {summary.trials_csv}")
+    for name, outcome in summary.plots.items():
+        click.echo(f"plot {name}: {outcome}")

@@ -1,0 +1,249 @@
+"""``octopi train``: train or fine-tune one network (thin wrapper over ``train_model``).
+
+The flags and defaults are those of the published tool's ``octopi train``; defaults live in the
+config models, so every option here defaults to ``None`` and only overrides them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import BaseModel
+
+from octopi.cli.options import build, build_data_config, csv_numbers, data_options, friendly_errors
+from octopi.config import (
+    MODEL_TYPES,
+    AttentionUnetConfig,
+    LossConfig,
+    PickSpec,
+    TrainingConfig,
+    UnetConfig,
+    canonical_model_type,
+)
+
+_OFF = "off"  # --ema-decay off / --early-stopping-patience off
+_MODEL_TYPES = ", ".join(MODEL_TYPES)
+_LOSSES = ("tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce")
+
+
+def _default(model: type[BaseModel], field: str) -> str:
+    """``  [default: …]`` for a help text, read from the config model (the one home of defaults)."""
+    value = model.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(value, list):
+        value = ",".join(str(item) for item in value)
+    return f"  [default: {'off' if value is None else value}]"
+
+
+def _number_or_off(kind: type) -> Any:
+    """A click callback: a number of ``kind``, or ``off``/``none`` (→ the ``_OFF`` marker)."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        if value.strip().lower() in ("off", "none"):
+            return _OFF
+        try:
+            return kind(value)
+        except ValueError as error:
+            raise click.BadParameter(
+                f"expected a {kind.__name__} or 'off', got {value!r}"
+            ) from error
+
+    return parse
+
+
+def _training_options(command: Any) -> Any:
+    options = [
+        click.option("--output", type=click.Path(path_type=Path), default="results",
+                     show_default=True, help="Folder for the model, checkpoints and logs."),
+        click.option("--num-epochs", type=int,
+                     help="Total training epochs." + _default(TrainingConfig, "num_epochs")),
+        click.option("--val-interval", type=int,
+                     help="Validate every N epochs (and at the last)."
+                     + _default(TrainingConfig, "val_interval")),
+        click.option("--batch-size", type=int,
+                     help="Crops per training step." + _default(TrainingConfig, "batch_size")),
+        click.option("--lr", type=float,
+                     help="Peak learning rate (AdamW)." + _default(TrainingConfig, "lr")),
+        click.option("--best-metric",
+                     help="Checkpoint selection metric: avg_f1 or fBetaN (e.g. fBeta4)."
+                     + _default(TrainingConfig, "best_metric")),
+        click.option("--ncache-tomos", type=int,
+                     help="Tomograms cached per epoch (SmartCache window)."
+                     + _default(TrainingConfig, "ncache_tomos")),
+        click.option("--tomo-batch-size", "tomo_batch_size", type=int, hidden=True,
+                     help="Old name of --ncache-tomos."),
+        click.option("--background-ratio", type=float,
+                     help="Background / foreground crop ratio (1.0 → 50/50)."
+                     + _default(TrainingConfig, "background_ratio")),
+        click.option("--tversky-alpha", type=float,
+                     help="Tversky false-positive weight (beta = 1 - alpha)."
+                     + _default(LossConfig, "tversky_alpha")),
+        click.option("--model-type",
+                     help=f"Network: {_MODEL_TYPES} (case-insensitive).  [default: Unet]"),
+        click.option("--channels", callback=csv_numbers(int),
+                     help="UNet feature maps per level." + _default(UnetConfig, "channels")),
+        click.option("--strides", callback=csv_numbers(int),
+                     help="UNet downsampling strides." + _default(UnetConfig, "strides")),
+        click.option("--res-units", type=int,
+                     help="Residual units per UNet level." + _default(UnetConfig, "num_res_units")),
+        click.option("--dim-in", type=int,
+                     help="Crop edge in voxels (fine-tuning: the model's)."
+                     + _default(TrainingConfig, "dim_in")),
+        click.option("--model-config", type=click.Path(path_type=Path),
+                     help="Fine-tune: model_config.yaml of an earlier training."),
+        click.option("--model-weights", type=click.Path(path_type=Path),
+                     help="Fine-tune: its best_model_weights.pth."),
+        click.option("--loss", type=click.Choice(_LOSSES),
+                     help="Segmentation loss." + _default(LossConfig, "name")),
+        click.option("--weight-decay", type=float,
+                     help="AdamW weight decay." + _default(TrainingConfig, "weight_decay")),
+        click.option("--warmup-epochs", type=int,
+                     help="Linear learning-rate warm-up, then cosine decay."
+                     + _default(TrainingConfig, "warmup_epochs")),
+        click.option("--ema-decay", callback=_number_or_off(float),
+                     help="EMA of the weights (validated and saved), or off."
+                     + _default(TrainingConfig, "ema_decay")),
+        click.option("--early-stopping-patience", callback=_number_or_off(int),
+                     help="Stop after N validations without improvement, or off."
+                     + _default(TrainingConfig, "early_stopping_patience")),
+        click.option("--seed", type=int, help="Random seed." + _default(TrainingConfig, "seed")),
+        click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
+                     help="Mixed precision." + _default(TrainingConfig, "amp")),
+        click.option("--tracking-uri",
+                     help="MLflow tracking URI, or none.  [default: sqlite:///<output>/mlflow.db]"),
+        click.option("--gt-info",
+                     help="Ground-truth picks for validation: user_id,session_id."
+                     "  [default: curation,0]"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command()
+@data_options
+@_training_options
+@friendly_errors
+def train(output, model_config, model_weights, tracking_uri, gt_info, **values):
+    """Train a 3D segmentation network (or fine-tune one) on copick tomograms and targets.
+
+    Rerunning the same command with the same --output resumes from the last epoch.
+    """
+    from octopi.config import EvaluationConfig, InferenceConfig, LocalizeConfig
+    from octopi.models.model_card import ModelCard
+    from octopi.runtime import configure_threads
+    from octopi.training import train_model
+
+    data = build_data_config(**{key: values.pop(key) for key in _DATA_KEYS})
+    if gt_info is not None:
+        data = data.model_copy(update={"ground_truth": PickSpec.parse(gt_info)})
+    init_card = None
+    if (model_config is None) != (model_weights is None):
+        raise click.UsageError("fine-tuning needs both --model-config and --model-weights")
+    if model_config is not None:
+        given = [f"--{k.replace('_', '-')}" for k in _ARCH_KEYS if values.get(k) is not None]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} cannot be combined with --model-config: fine-tuning keeps "
+                "the architecture of the model config"
+            )
+        init_card = ModelCard.load(model_config)
+        if values["dim_in"] is None:
+            values["dim_in"] = init_card.dim_in
+        architecture = None
+    else:
+        architecture = _architecture(values)
+    training = _training_config(values)
+
+    configure_threads()
+    result = train_model(
+        data,
+        training,
+        architecture,
+        output,
+        inference=InferenceConfig(),
+        localize=LocalizeConfig(),
+        evaluation=EvaluationConfig(),
+        init_card=init_card,
+        init_weights=model_weights,
+        init_card_path=model_config,
+        tracking_uri=tracking_uri,
+    )
+    if result.best_metric is None:
+        click.echo(f"no validation ran; outputs in {output}")
+    else:
+        stop = " (stopped early)" if result.stopped_early else ""
+        click.echo(
+            f"best {result.best_metric_name} {result.best_metric:.4f} at epoch "
+            f"{result.best_epoch} of {result.epochs_completed}{stop}"
+        )
+    click.echo(f"model: {result.paths['model_config']} + {result.paths['best_weights']}")
+
+
+_DATA_KEYS = (
+    "configs",
+    "voxel_size",
+    "target_info",
+    "tomo_alg",
+    "train_run_ids",
+    "validate_run_ids",
+    "data_split",
+)
+_ARCH_KEYS = ("model_type", "channels", "strides", "res_units")
+
+
+def _architecture(values: dict) -> Any:
+    from octopi.config import MedNeXtConfig, SegResNetConfig
+
+    model_type = canonical_model_type(values["model_type"] or "Unet")
+    unet_values = {"channels": values["channels"], "strides": values["strides"]}
+    if model_type == "Unet":
+        return build(UnetConfig, **unet_values, num_res_units=values["res_units"])
+    if model_type == "AttentionUnet":
+        if values["res_units"] is not None:
+            raise click.UsageError("--res-units does not apply to --model-type AttentionUnet")
+        return build(AttentionUnetConfig, **unet_values)
+    given = [f"--{k.replace('_', '-')}" for k in _ARCH_KEYS[1:] if values[k] is not None]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} apply to Unet and AttentionUnet only, not {model_type}"
+        )
+    return SegResNetConfig() if model_type == "SegResNet" else MedNeXtConfig()
+
+
+def _training_config(values: dict) -> TrainingConfig:
+    ncache = values["ncache_tomos"]
+    alias = values["tomo_batch_size"]
+    if alias is not None and ncache is not None and alias != ncache:
+        raise click.UsageError("--tomo-batch-size is the old name of --ncache-tomos; give one")
+    off_able = {}
+    for key in ("ema_decay", "early_stopping_patience"):
+        if values[key] is not None:
+            off_able[key] = None if values[key] == _OFF else values[key]
+    return TrainingConfig(
+        **off_able,
+        **{
+            key: value
+            for key, value in {
+                "num_epochs": values["num_epochs"],
+                "val_interval": values["val_interval"],
+                "batch_size": values["batch_size"],
+                "lr": values["lr"],
+                "weight_decay": values["weight_decay"],
+                "warmup_epochs": values["warmup_epochs"],
+                "best_metric": values["best_metric"],
+                "ncache_tomos": ncache if ncache is not None else alias,
+                "background_ratio": values["background_ratio"],
+                "dim_in": values["dim_in"],
+                "seed": values["seed"],
+                "amp": values["amp"],
+                "loss": build(
+                    LossConfig, name=values["loss"], tversky_alpha=values["tversky_alpha"]
+                ),
+            }.items()
+            if value is not None
+        },
+    )

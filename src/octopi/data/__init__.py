@@ -1,0 +1,1 @@
+"""Copick data access, synthetic projects, targets, splits and training patches."""

@@ -1,0 +1,132 @@
+"""One GPU per concurrently running trial on a multi-GPU machine without a scheduler.
+
+Snakemake's ``--resources gpu=N`` bounds how many trials run at once; it does not say which
+device each one gets. :func:`claim_gpu` gives each trial process its own: it takes an
+exclusive lock file per GPU (``<lock_dir>/gpu<i>.lock``) and points ``CUDA_VISIBLE_DEVICES``
+at the first free one. The kernel drops the lock when the process ends, also when it is
+killed, so a crashed trial never leaves a GPU marked busy.
+
+Call it before anything initialises CUDA (torch reads ``CUDA_VISIBLE_DEVICES`` once). GPUs
+are counted with ``nvidia-smi -L``, never through torch, so the caller's process stays free
+of CUDA until it picks its device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+
+VISIBLE = "CUDA_VISIBLE_DEVICES"
+
+
+def list_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Device IDs this process may use: the ``CUDA_VISIBLE_DEVICES`` entries when set, else
+    ``"0"`` … ``"N-1"`` for the N GPUs ``nvidia-smi -L`` lists (none without nvidia-smi)."""
+    environ = os.environ if environ is None else environ
+    if VISIBLE in environ:
+        return [part.strip() for part in environ[VISIBLE].split(",") if part.strip()]
+    return [str(index) for index in range(count_nvidia_gpus())]
+
+
+def count_nvidia_gpus() -> int:
+    """Number of GPUs ``nvidia-smi -L`` lists; 0 when it is missing or fails."""
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return 0
+    try:
+        listing = subprocess.run(
+            [executable, "-L"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+@contextlib.contextmanager
+def claim_gpu(
+    lock_dir: str | Path,
+    gpu_ids: list[str] | None = None,
+    environ: MutableMapping[str, str] | None = None,
+    poll_seconds: float = 5.0,
+    timeout_seconds: float | None = None,
+) -> Iterator[str | None]:
+    """Hold one free GPU for the ``with`` block; yield its ID (None: nothing was claimed).
+
+    Does nothing (yields None) under Slurm when ``CUDA_VISIBLE_DEVICES`` is set (Slurm chose
+    the device) and on machines without GPUs (trials run on the CPU). Otherwise it locks
+    ``<lock_dir>/gpu<id>.lock`` for the first ID of ``gpu_ids`` (default :func:`list_gpus`)
+    that no other process holds, sets ``CUDA_VISIBLE_DEVICES`` to it, and restores the
+    variable and releases the lock on exit. When every GPU is held it waits, checking every
+    ``poll_seconds``, and raises ``TimeoutError`` after ``timeout_seconds`` (None: no limit).
+    """
+    environ = os.environ if environ is None else environ
+    if "SLURM_JOB_ID" in environ and VISIBLE in environ:
+        yield None
+        return
+    candidates = list_gpus(environ) if gpu_ids is None else list(gpu_ids)
+    if not candidates:
+        yield None
+        return
+
+    lock_dir = Path(lock_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    told = False
+    while True:
+        claimed = _try_lock(lock_dir, candidates)
+        if claimed is not None:
+            break
+        waited = time.monotonic() - start
+        if timeout_seconds is not None and waited >= timeout_seconds:
+            raise TimeoutError(
+                f"all GPUs ({', '.join(candidates)}) stayed locked for {waited:.0f} s by other "
+                f"trials (lock files in {lock_dir}); run fewer trials at once (--gpus)"
+            )
+        if not told:
+            print(
+                f"waiting for a free GPU: {', '.join(candidates)} are all held ({lock_dir})",
+                file=sys.stderr,
+                flush=True,
+            )
+            told = True
+        time.sleep(poll_seconds)
+
+    gpu_id, handle = claimed
+    previous = environ.get(VISIBLE)
+    environ[VISIBLE] = gpu_id
+    try:
+        yield gpu_id
+    finally:
+        if previous is None:
+            environ.pop(VISIBLE, None)
+        else:
+            environ[VISIBLE] = previous
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _try_lock(lock_dir: Path, candidates: list[str]):
+    """(gpu_id, open lock file) for the first GPU not locked by anyone, else None."""
+    for gpu_id in candidates:
+        safe = "".join(c if c.isalnum() or c in "-." else "_" for c in gpu_id)
+        handle = open(lock_dir / f"gpu{safe}.lock", "a+")  # noqa: SIM115 - held past return
+        try:
+            # flock (not lockf): two opens conflict even inside one process, and the lock
+            # goes with the process when it dies.
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return gpu_id, handle
+    return None

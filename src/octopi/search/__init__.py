@@ -1,0 +1,1 @@
+"""Model exploration: Optuna study storage, trial slots, best-model selection."""

@@ -1,0 +1,217 @@
+"""The training loop: :func:`train_model`, the library function behind ``octopi train``.
+
+One epoch is one pass over the training samples cached that epoch (see
+:class:`~octopi.data.patches.CropLoader`). Every epoch ends with a full checkpoint, so a killed
+run resumes exactly where it stopped: the crops of epoch ``e`` depend on (seed, e) alone,
+torch's RNG is reseeded from (seed, e) at each epoch start, and the learning rate is a function
+of progress in epochs; on the CPU a resumed run ends with bit-identical weights.
+
+Outputs in ``output_dir`` (all written atomically): ``model_config.yaml``,
+``best_model_weights.pth`` (weights of the validated network, the EMA when on, at the best
+validation), ``checkpoint.pt``, ``epochs.csv``, ``curves.png``, ``train_config.yaml``,
+``result.json``; MLflow (see :mod:`octopi.tracking`) gets params, per-epoch metrics and the
+best model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from octopi import tracking
+from octopi.config import (
+    DataConfig,
+    EvaluationConfig,
+    InferenceConfig,
+    LocalizeConfig,
+    ModelArchitecture,
+    TrainingConfig,
+)
+from octopi.data.split import RunSplit
+from octopi.io_utils import atomic_write_json, write_resolved_config
+from octopi.models.model_card import ModelCard
+from octopi.runtime import select_device
+from octopi.training.loop import TrainingLoop, ValidationCallback
+from octopi.training.outputs import VALIDATION_PREFIX
+from octopi.training.plan import CHECKPOINT_NAME, plan_training
+
+OUTPUT_FILES: dict[str, str] = {
+    "model_config": "model_config.yaml",
+    "best_weights": "best_model_weights.pth",
+    "checkpoint": CHECKPOINT_NAME,
+    "epochs": "epochs.csv",
+    "curves": "curves.png",
+    "config": "train_config.yaml",
+    "result": "result.json",
+}
+
+
+class TrainingInterrupted(Exception):  # noqa: N818 - reads as what happened
+    """Raise from ``on_validation`` to stop a run on purpose (e.g. an Optuna trial pruned).
+
+    It propagates out of :func:`train_model` after that epoch's checkpoint is written; the
+    MLflow run is marked KILLED (so is one stopped by Optuna's ``TrialPruned``).
+    """
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train_model` (``result.json``).
+
+    ``best_metric`` is the best validation value of ``best_metric_name`` (None before any
+    validation), reached at ``best_epoch``; ``best_validation`` holds all validation metrics
+    of that epoch. ``resumed_from_epoch`` is the epoch the checkpoint had finished (0: a fresh
+    start). ``paths`` maps output kinds (see ``OUTPUT_FILES``) to files.
+    """
+
+    output_dir: Path
+    best_metric_name: str
+    best_metric: float | None
+    best_epoch: int | None
+    epochs_completed: int
+    num_epochs: int
+    stopped_early: bool
+    resumed_from_epoch: int
+    tracking_run_id: str | None
+    best_validation: dict[str, float] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``paths`` become file names relative to ``output_dir``."""
+        data = asdict(self)
+        data["output_dir"] = str(Path(self.output_dir).resolve())
+        data["paths"] = {key: _relative(path, self.output_dir) for key, path in self.paths.items()}
+        return data
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def train_model(
+    data: DataConfig,
+    training: TrainingConfig,
+    architecture: ModelArchitecture | None,
+    output_dir: Path,
+    *,
+    inference: InferenceConfig,
+    localize: LocalizeConfig,
+    evaluation: EvaluationConfig,
+    split: RunSplit | None = None,
+    init_card: ModelCard | None = None,
+    init_weights: Path | None = None,
+    init_card_path: Path | None = None,
+    tracking_uri: str | None = None,
+    experiment_name: str = "octopi-train",
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tracking_tags: dict[str, str] | None = None,
+    on_validation: ValidationCallback | None = None,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train (or fine-tune, or resume) one network; see the module docstring for outputs.
+
+    ``split`` fixes the runs (default: discover usable runs and split per ``data``).
+    Fine-tuning starts from ``init_card`` + ``init_weights`` (architecture from the card;
+    ``architecture`` must then be None or equal). ``tracking_uri`` None stores MLflow data in
+    ``output_dir/mlflow.db`` (artifacts in ``output_dir/mlruns``); ``"none"`` turns it off.
+    ``on_validation(epoch, metrics)`` runs after each validation epoch's checkpoint is
+    written; metrics hold ``avg_f1``, ``weighted_fbeta``, ``training.best_metric``,
+    ``f1_<class>`` and ``seconds``; exceptions it raises propagate (see
+    :class:`TrainingInterrupted`). Bad input raises before anything is written; an
+    ``output_dir`` holding a run of other settings raises ``FileExistsError``.
+    """
+    output_dir = Path(output_dir)
+    plan = plan_training(
+        data,
+        training,
+        architecture,
+        output_dir,
+        inference=inference,
+        localize=localize,
+        evaluation=evaluation,
+        split=split,
+        init_card=init_card,
+        init_weights=init_weights,
+        init_card_path=init_card_path,
+    )
+    paths = {key: output_dir / name for key, name in OUTPUT_FILES.items()}
+    if plan.checkpoint is not None and plan.checkpoint.get("finished"):
+        result = _result(plan.checkpoint, training, output_dir, plan.checkpoint["epoch"], paths)
+        atomic_write_json(paths["result"], result.to_dict())
+        return result
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plan.card.save(paths["model_config"])
+    write_resolved_config(output_dir, "train", plan.config)
+    if tracking_uri is None:
+        tracking_uri = tracking.default_tracking_uri(output_dir)
+
+    loop = TrainingLoop(plan, training, select_device(device), paths)
+    run: tracking.NullRun = tracking.NullRun()
+    status = "FAILED"
+    try:
+        run = tracking.start_run(
+            tracking_uri,
+            experiment_name,
+            run_name or output_dir.resolve().name,
+            parent_run_id=parent_run_id,
+            tags=tracking_tags,
+            run_id=loop.tracking_run_id,
+        )
+        loop.tracking_run_id = run.run_id
+        run.log_params(tracking.flatten_params(plan.resolved))
+        loop.run(run, on_validation, show_progress)
+        result = _result(loop.summary(), training, output_dir, loop.resumed_from, paths)
+        atomic_write_json(paths["result"], result.to_dict())
+        run.log_artifacts([paths["model_config"], paths["best_weights"]], "model")
+        run.log_artifacts([paths[k] for k in ("epochs", "curves", "config", "result")])
+        status = "FINISHED"
+        return result
+    except BaseException as error:
+        if isinstance(error, TrainingInterrupted | KeyboardInterrupt) or (
+            type(error).__name__ == "TrialPruned"
+        ):
+            status = "KILLED"
+        raise
+    finally:
+        run.end(status)
+        loop.close()
+
+
+def _result(
+    state: dict, training: TrainingConfig, output_dir: Path, resumed_from: int, paths: dict
+) -> TrainResult:
+    best_epoch = state["best_epoch"]
+    best_row = next((row for row in state["history"] if row["epoch"] == best_epoch), {})
+    return TrainResult(
+        output_dir=output_dir,
+        best_metric_name=training.best_metric,
+        best_metric=state["best_metric"],
+        best_epoch=best_epoch,
+        epochs_completed=state["epoch"],
+        num_epochs=training.num_epochs,
+        stopped_early=state["stopped_early"],
+        resumed_from_epoch=resumed_from,
+        tracking_run_id=state.get("tracking_run_id"),
+        best_validation={
+            key.removeprefix(VALIDATION_PREFIX): value
+            for key, value in best_row.items()
+            if key.startswith(VALIDATION_PREFIX)
+        },
+        paths=dict(paths),
+    )
+
+
+def load_result(output_dir: str | Path) -> dict:
+    """The ``result.json`` of a finished training in ``output_dir``."""
+    path = Path(output_dir) / OUTPUT_FILES["result"]
+    if not path.is_file():
+        raise FileNotFoundError(f"no finished training in {output_dir}: {path.name} is missing")
+    return json.loads(path.read_text())

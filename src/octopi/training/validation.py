@@ -1,0 +1,103 @@
+"""Validation during training: the same particle-level scoring as ``octopi evaluate``.
+
+Each validation run's tomogram (first tomogram algorithm) is read and normalised once per
+process and kept; each validation segments it with the network (sliding window), localizes
+particles and scores them against the ground-truth picks, so the best checkpoint is the one
+that picks best.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from octopi.config import EvaluationConfig, InferenceConfig, LocalizeConfig
+from octopi.data.copick_io import CopickProjects
+from octopi.data.normalise import normalise_tomogram
+from octopi.evaluation.scoring import ScoreReport, score
+from octopi.inference.localize import LocalizeClass, localize
+from octopi.inference.segment import segment_volume
+from octopi.models.model_card import ModelCard
+
+
+class Validator:
+    """Scores a network on the validation runs.
+
+    ``ground_truth``: run key → class name → (M, 3) (x, y, z) Å. Metrics (see :meth:`score`):
+    ``avg_f1``, ``weighted_fbeta`` (class-weighted F-beta at ``evaluation.beta``), the
+    selection metric under its own name (e.g. ``fBeta4``), ``f1_<class>`` per class and
+    ``seconds``.
+    """
+
+    def __init__(
+        self,
+        projects: CopickProjects,
+        run_keys: list[str],
+        algorithm: str,
+        card: ModelCard,
+        ground_truth: Mapping[str, Mapping[str, np.ndarray]],
+        inference: InferenceConfig,
+        localize_config: LocalizeConfig,
+        evaluation: EvaluationConfig,
+        best_metric: str,
+        device: torch.device,
+    ):
+        self.projects = projects
+        self.run_keys = list(run_keys)
+        self.algorithm = algorithm
+        self.card = card
+        self.ground_truth = {run: dict(classes) for run, classes in ground_truth.items()}
+        self.inference = inference
+        self.settings = localize_config
+        self.evaluation = evaluation
+        self.best_metric = best_metric
+        self.device = device
+        self.classes = [LocalizeClass(c.name, c.label, c.radius_angstrom) for c in card.classes]
+        self._volumes: dict[str, np.ndarray] | None = None
+
+    @property
+    def volumes(self) -> dict[str, np.ndarray]:
+        """Normalised (Z, Y, X) float32 tomograms of the validation runs, read on first use."""
+        if self._volumes is None:
+            voxel = self.card.voxel_size_angstrom
+            self._volumes = {
+                key: normalise_tomogram(
+                    self.projects.load_tomogram(self.projects.resolve(key), voxel, self.algorithm),
+                    self.card.normalisation,
+                )
+                for key in self.run_keys
+            }
+        return self._volumes
+
+    def picks(self, model: torch.nn.Module) -> dict[str, dict[str, np.ndarray]]:
+        """run → class → (N, 3) (x, y, z) Å picks of ``model`` (in eval mode) on every run."""
+        voxel = self.card.voxel_size_angstrom
+        window = self.inference.window_size or self.card.dim_in
+        picks: dict[str, dict[str, np.ndarray]] = {}
+        for key, volume in self.volumes.items():
+            result = segment_volume([model], volume, window, self.inference, self.device)
+            found = localize(result.labels, self.classes, voxel, self.settings)
+            picks[key] = {name: p.centers_voxel[:, ::-1] * voxel for name, p in found.items()}
+        return picks
+
+    def score(self, model: torch.nn.Module) -> tuple[dict[str, float], ScoreReport]:
+        """Validate ``model``; returns (metrics, report). The model is left in eval mode."""
+        start = time.perf_counter()
+        model.eval()
+        report = score(
+            self.picks(model),
+            self.ground_truth,
+            {c.name: c.radius_angstrom for c in self.card.classes},
+            distance_fraction=self.evaluation.distance_fraction,
+            beta=self.evaluation.beta,
+            class_weights=self.evaluation.class_weights,
+        )
+        metrics = {"avg_f1": report.avg_f1, "weighted_fbeta": report.weighted_fbeta}
+        metrics[self.best_metric] = report.metric(self.best_metric)
+        for name, counts in report.per_class.items():
+            metrics[f"f1_{name}"] = counts.fbeta(1.0)
+        metrics["seconds"] = time.perf_counter() - start
+        return metrics, report

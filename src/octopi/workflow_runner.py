@@ -1,0 +1,169 @@
+"""Find the Snakemake workflow (packaged or in a checkout) and run it for a study directory.
+
+A study directory is Snakemake's working directory: it holds ``config.yaml`` (the resolved
+:class:`~octopi.config.WorkflowConfig`), ``.snakemake/`` and every output of the study.
+Snakemake runs as ``python -m snakemake`` of this interpreter, so it finds the same octopi.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from octopi.config import WorkflowConfig
+from octopi.io_utils import atomic_write_yaml
+
+STUDY_CONFIG = "config.yaml"
+# Settings that may change in a running study: more (or fewer) trial slots.
+MUTABLE_KEYS = frozenset({"search.num_trials"})
+# Sections a changed value of would invalidate the trials already run.
+STUDY_SECTIONS = ("data", "training", "search")
+
+
+def workflow_root() -> Path:
+    """Folder holding ``Snakefile``, ``workflow/``, ``profiles/``, ``config/`` and ``envs/``.
+
+    In a wheel they are packaged as ``octopi/_workflow``; in a checkout (editable install) they
+    sit at the repository root, two levels above this package.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_workflow", here.parents[1]):
+        if (candidate / "Snakefile").is_file() and (candidate / "workflow").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"octopi's Snakemake workflow is missing: neither {here / '_workflow'} nor "
+        f"{here.parents[1]} holds a Snakefile; reinstall octopi"
+    )
+
+
+def load_study_config(path: str | Path) -> WorkflowConfig:
+    """Read and validate a WorkflowConfig YAML (pydantic errors name the bad key).
+
+    Relative copick config paths (``data.configs``, ``create_targets.configs``) are taken
+    relative to the YAML file's folder and returned absolute.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study config not found: {path}")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of config sections, got {type(values)}")
+    for section in ("data", "create_targets"):
+        section_values = values.get(section)
+        if not isinstance(section_values, dict):
+            continue
+        for source in section_values.get("configs") or []:
+            if isinstance(source, dict) and isinstance(source.get("path"), str):
+                source["path"] = str((path.parent / Path(source["path"]).expanduser()).resolve())
+    return WorkflowConfig.model_validate(values)
+
+
+def write_study_config(study_dir: str | Path, config: WorkflowConfig) -> bool:
+    """Write ``study_dir/config.yaml`` unless it already holds ``config``; True if written."""
+    path = Path(study_dir) / STUDY_CONFIG
+    values = config.model_dump(mode="json")
+    if path.is_file() and yaml.safe_load(path.read_text()) == values:
+        return False
+    atomic_write_yaml(path, values)
+    return True
+
+
+def study_started(study_dir: str | Path) -> bool:
+    """Whether any step of the study has produced output (beyond its config)."""
+    study_dir = Path(study_dir)
+    return any((study_dir / name).exists() for name in ("runs.json", "trials", "optuna.journal"))
+
+
+def config_differences(old: WorkflowConfig, new: WorkflowConfig) -> list[str]:
+    """Dotted keys of data/training/search whose value differs, except the mutable ones."""
+    differences: list[str] = []
+    for section in STUDY_SECTIONS:
+        before = getattr(old, section).model_dump(mode="json")
+        after = getattr(new, section).model_dump(mode="json")
+        differences += _diff(before, after, section)
+    return [key for key in differences if key not in MUTABLE_KEYS]
+
+
+def _diff(before: Any, after: Any, prefix: str) -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = list(dict.fromkeys([*before, *after]))
+        return [
+            k for key in keys for k in _diff(before.get(key), after.get(key), f"{prefix}.{key}")
+        ]
+    return [] if before == after else [prefix]
+
+
+def lookup(config: WorkflowConfig, dotted: str) -> Any:
+    """The value at a dotted key such as ``training.num_epochs``."""
+    value: Any = config.model_dump(mode="json")
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def profile_executor(profile: str | Path) -> str | None:
+    """The ``executor`` a Snakemake profile folder sets (None: local)."""
+    path = Path(profile)
+    for name in ("config.yaml", "profile.yaml", "config.v8+.yaml"):
+        if (path / name).is_file():
+            values = yaml.safe_load((path / name).read_text()) or {}
+            return values.get("executor")
+    return None
+
+
+def snakemake_args(
+    study_dir: str | Path,
+    *,
+    profile: str | Path | None = None,
+    dry_run: bool = False,
+    jobs: int | None = None,
+    gpu_slots: int | None = None,
+    rerun_incomplete: bool = False,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """Snakemake arguments for the study in ``study_dir`` (without the interpreter).
+
+    ``gpu_slots`` becomes ``--resources gpu=N``: at most N trials at once (local runs).
+    """
+    root = workflow_root()
+    study_dir = Path(study_dir).resolve()
+    args = [
+        "--directory",
+        str(study_dir),
+        "--snakefile",
+        str(root / "Snakefile"),
+        "--configfile",
+        str(study_dir / STUDY_CONFIG),
+        "--workflow-profile",
+        str(root / "profiles" / "default"),
+    ]
+    if profile is not None:
+        args += ["--profile", str(profile)]
+    if dry_run:  # the job counts, not one paragraph per job (a study may have 1000)
+        args += ["--dry-run", "--quiet", "rules"]
+    if jobs is not None:
+        args += ["--jobs", str(jobs)]
+    if gpu_slots is not None:
+        args += ["--resources", f"gpu={gpu_slots}"]
+    if rerun_incomplete:
+        args.append("--rerun-incomplete")
+    return [*args, *extra]
+
+
+def run_snakemake(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run ``python -m snakemake ARGS`` with this interpreter; return its exit status.
+
+    The interpreter's ``bin`` folder goes first on ``PATH``, so the jobs' ``octopi`` commands
+    are this installation's even where its environment is not activated.
+    """
+    environment = dict(os.environ if env is None else env)
+    scripts = str(Path(sys.executable).parent)
+    environment["PATH"] = os.pathsep.join([scripts, environment.get("PATH", "")])
+    command = [sys.executable, "-m", "snakemake", *args]
+    return subprocess.run(command, env=environment).returncode

@@ -1,0 +1,104 @@
+"""Segmentation losses: shapes, perfect predictions, learning a trivial batch, class weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from octopi.config import LossConfig
+from octopi.training.losses import LOSS_NAMES, FocalTverskyLoss, build_loss, class_weights
+
+N_CLASSES = 3
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors: threads only add overhead (and stall badly on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (2, 1, 8, 8, 8) whose intensity encodes the label, labels (2, 1, 8, 8, 8)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros((2, 1, 8, 8, 8), dtype=torch.int64)
+    labels[:, :, 2:5, 2:5, 2:5] = 1
+    labels[:, :, 5:7, 5:7, 1:3] = 2
+    images = labels.float() + 0.1 * torch.randn(labels.shape, generator=generator)
+    return images, labels
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_every_loss_is_a_finite_scalar_and_accepts_bf16_logits(name: str) -> None:
+    loss = build_loss(LossConfig(name=name))
+    _, labels = _batch()
+    logits = torch.randn((2, N_CLASSES, 8, 8, 8), requires_grad=True)
+    value = loss(logits.to(torch.bfloat16), labels)
+    assert value.shape == () and value.dtype == torch.float32
+    assert torch.isfinite(value)
+    value.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", ["tversky", "focal_tversky", "weighted_focal_tversky"])
+def test_tversky_family_is_near_zero_for_a_confident_correct_prediction(name: str) -> None:
+    _, labels = _batch()
+    logits = 20.0 * torch.nn.functional.one_hot(labels[:, 0], N_CLASSES).movedim(-1, 1).float()
+    wrong = torch.roll(logits, shifts=1, dims=1)
+    loss = build_loss(LossConfig(name=name))
+    assert float(loss(logits, labels)) < 0.01
+    assert float(loss(wrong, labels)) > 0.5
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_a_tiny_network_learns_a_trivial_batch(name: str) -> None:
+    torch.manual_seed(0)
+    images, labels = _batch()
+    network = torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, N_CLASSES, 1)
+    )
+    loss_fn = build_loss(LossConfig(name=name))
+    optimizer = torch.optim.Adam(network.parameters(), lr=0.02)
+    with torch.no_grad():
+        first = float(loss_fn(network(images), labels))
+    for _ in range(80):
+        optimizer.zero_grad()
+        loss = loss_fn(network(images), labels)
+        loss.backward()
+        optimizer.step()
+    assert float(loss.detach()) < 0.5 * first, (name, first, float(loss.detach()))
+
+
+def test_tversky_beta_defaults_to_one_minus_alpha() -> None:
+    from octopi.training.losses import tversky_beta
+
+    assert tversky_beta(LossConfig(tversky_alpha=0.3)) == pytest.approx(0.7)
+    assert tversky_beta(LossConfig(tversky_alpha=0.3, tversky_beta=0.4)) == 0.4
+
+
+def test_focal_tversky_matches_the_formula() -> None:
+    logits = torch.randn((1, 2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
+    labels = (torch.rand((1, 1, 4, 4, 4), generator=torch.Generator().manual_seed(2)) > 0.5).long()
+    alpha, beta, gamma = 0.3, 0.7, 2.0
+    p = torch.softmax(logits, 1)
+    onehot = torch.cat([1 - labels, labels], 1).float()
+    dims = [0, 2, 3, 4]
+    tp, fp = (p * onehot).sum(dims), (p * (1 - onehot)).sum(dims)
+    fn = ((1 - p) * onehot).sum(dims)
+    index = (tp + 1e-5) / (tp + alpha * fp + beta * fn + 1e-5)
+    expected = ((1 - index) ** (1 / gamma)).mean()
+    got = FocalTverskyLoss(alpha, beta, gamma)(logits, labels)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_class_weights_are_inverse_frequency_averaging_one() -> None:
+    weights = class_weights(torch.tensor([900.0, 90.0, 10.0]))
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[2] / weights[1] == pytest.approx(9.0)
+    assert weights[1] / weights[0] == pytest.approx(10.0)
+    # An absent class gets the smallest weight of the present ones (the background's).
+    with_absent = class_weights(torch.tensor([900.0, 0.0, 10.0]))
+    assert with_absent[1] == pytest.approx(with_absent[0].item())
+    assert class_weights(torch.zeros(3)).tolist() == [1.0, 1.0, 1.0]

@@ -1,0 +1,216 @@
+"""Search spaces: every family's objective under FixedTrial, overrides, the memory bound."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import FixedTrial
+
+from octopi.config import (
+    MODEL_TYPES,
+    CopickSource,
+    DataConfig,
+    TrainingConfig,
+    WorkflowConfig,
+)
+from octopi.models import search_spaces
+from octopi.models.model_card import ClassInfo, ModelCard
+from octopi.models.registry import build_model
+from octopi.models.search_spaces import (
+    SEARCH_SPACE,
+    estimate_training_bytes,
+    largest_batch,
+    parse_overrides,
+    search_space_table,
+    suggest,
+)
+
+BASE = WorkflowConfig(
+    data=DataConfig(configs=[CopickSource(path="project/copick.json")]),
+    training=TrainingConfig(num_epochs=7, val_interval=7, ncache_tomos=3, seed=5, amp="off"),
+)
+COMMON = {
+    "lr": 5e-4,
+    "weight_decay": 1e-3,
+    "batch_size": 4,
+    "dim_in": 48,
+    "loss": "focal_tversky",
+    "tversky_alpha": 0.4,
+    "focal_gamma": 1.5,
+    "augmentation_strength": 0.5,
+}
+FAMILY = {
+    "Unet": {
+        "num_layers": 3,
+        "hidden_layers": 1,
+        "base_channel": 8,
+        "num_res_units": 2,
+        "dropout": 0.1,
+    },
+    "AttentionUnet": {"num_layers": 4, "hidden_layers": 2, "base_channel": 8, "dropout": 0.0},
+    "SegResNet": {"init_filters": 8, "blocks_down": "1-2-2", "dropout": 0.2},
+    "MedNeXt": {"init_filters": 8, "expansion_ratio": 2, "kernel_size": 3, "depth": "deep"},
+}
+CLASSES = [ClassInfo(name="ribosome", label=1, radius_angstrom=150.0)]
+
+
+def fixed(model_type: str, **changes) -> FixedTrial:
+    return FixedTrial({**COMMON, **FAMILY[model_type], **changes})
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_fixed_trial_builds_a_valid_model(model_type: str) -> None:
+    import torch
+
+    architecture, training = suggest(fixed(model_type), model_type, BASE, None)
+    assert architecture.model_type == model_type
+    assert training.dim_in % architecture.downsampling_factor() == 0
+    card = ModelCard(
+        architecture=architecture,
+        dim_in=training.dim_in,
+        classes=CLASSES,
+        voxel_size_angstrom=10.0,
+        tomo_algorithms=["wbp"],
+    )
+    model = build_model(card)
+    with torch.device("meta"):
+        output = model.to("meta")(torch.empty(1, 1, *(training.dim_in,) * 3))
+    output = output[0] if isinstance(output, list | tuple) else output
+    assert tuple(output.shape) == (1, 2, *(training.dim_in,) * 3)
+
+
+def test_sampled_values_and_base_settings_reach_the_training_config() -> None:
+    architecture, training = suggest(fixed("Unet"), "unet", BASE, None)
+    assert architecture.channels == [8, 16, 32, 32]
+    assert architecture.strides == [2, 2, 1]
+    assert architecture.num_res_units == 2
+    assert (training.lr, training.weight_decay, training.batch_size) == (5e-4, 1e-3, 4)
+    assert training.loss.name == "focal_tversky"
+    assert (training.loss.tversky_alpha, training.loss.focal_gamma) == (0.4, 1.5)
+    assert training.augmentation.flip_probability == pytest.approx(0.25)
+    assert training.augmentation.intensity_scale == pytest.approx(0.05)
+    for name in ("num_epochs", "val_interval", "ncache_tomos", "seed", "amp", "best_metric"):
+        assert getattr(training, name) == getattr(BASE.training, name)
+
+
+@pytest.mark.parametrize(
+    ("loss", "drawn"),
+    [
+        ("tversky", {"tversky_alpha"}),
+        ("focal", {"focal_gamma"}),
+        ("dice_ce", set()),
+        ("weighted_focal_tversky", {"tversky_alpha", "focal_gamma"}),
+    ],
+)
+def test_loss_parameters_are_conditional(loss: str, drawn: set[str]) -> None:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    suggest(trial, "Unet", BASE, None, overrides={"loss": loss, "dim_in": 32, "batch_size": 2})
+    assert {"tversky_alpha", "focal_gamma"} & set(trial.params) == drawn
+
+
+def test_a_resumed_trial_gets_the_same_configs() -> None:
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=3))
+    first = study.ask()
+    configs = suggest(first, "SegResNet", BASE, None)
+    again = suggest(FixedTrial(first.params), "SegResNet", BASE, None)
+    assert again == configs
+
+
+def test_memory_bound_shrinks_the_batch_and_records_it() -> None:
+    trial = fixed("Unet", dim_in=160, batch_size=48, base_channel=32)
+    gibibyte = 2**30
+    _, training = suggest(trial, "Unet", BASE, 16 * gibibyte)
+    record = trial.user_attrs["batch_size_adjusted"]
+    assert record["drawn"] == 48
+    assert 1 <= training.batch_size == record["used"] < 48
+    architecture, _ = suggest(fixed("Unet", dim_in=160, base_channel=32), "Unet", BASE, None)
+    fits = estimate_training_bytes(architecture, 160, training.batch_size)
+    too_many = estimate_training_bytes(architecture, 160, training.batch_size + 1)
+    budget = search_spaces.MEMORY_FRACTION * 16 * gibibyte
+    assert fits <= budget < too_many
+
+
+def test_memory_bound_keeps_one_crop_when_nothing_fits() -> None:
+    trial = fixed("Unet", dim_in=160, batch_size=8)
+    _, training = suggest(trial, "Unet", BASE, 2**20)  # 1 MiB
+    assert training.batch_size == 1
+    assert trial.user_attrs["batch_size_adjusted"]["why"].startswith("one crop alone")
+
+
+def test_no_adjustment_when_the_batch_fits() -> None:
+    trial = fixed("Unet", dim_in=48, batch_size=4)
+    _, training = suggest(trial, "Unet", BASE, 80 * 2**30)
+    assert training.batch_size == 4 and "batch_size_adjusted" not in trial.user_attrs
+
+
+def test_memory_estimate_is_linear_in_batch_and_matches_the_calibration() -> None:
+    from octopi.config import UnetConfig
+
+    default = UnetConfig()
+    one = estimate_training_bytes(default, 64, 1)
+    two = estimate_training_bytes(default, 64, 2)
+    params = estimate_training_bytes(default, 64, 0)
+    assert two - one == one - params > 0
+    # Calibration (module comment): 375.2 saved bytes per voxel for the default UNet at 64³.
+    saved_per_voxel = (one - params) / search_spaces.ACTIVATION_OVERHEAD / 64**3
+    assert saved_per_voxel == pytest.approx(375.2, rel=0.01)
+    assert largest_batch(default, 64, 80 * 2**30) > 16
+
+
+def test_crop_is_rounded_up_to_the_downsampling() -> None:
+    trial = fixed("MedNeXt", dim_in=40)  # deep MedNeXt downsamples 16×
+    _, training = suggest(trial, "MedNeXt", BASE, None, overrides={"dim_in": [40, 64]})
+    assert training.dim_in == 48
+    assert trial.user_attrs["dim_in_adjusted"] == {
+        "drawn": 40,
+        "used": 48,
+        "why": "a multiple of 16 is needed",
+    }
+
+
+def test_overrides_fix_values_and_narrow_ranges() -> None:
+    space = parse_overrides(
+        "unet", {"dim_in": 32, "batch_size": [2, 4], "lr": [1e-4, 2e-4], "num_layers": 2}
+    )
+    assert space["dim_in"].choices == (32,)
+    assert space["batch_size"].choices == (2, 4)
+    assert (space["lr"].low, space["lr"].high, space["lr"].log) == (1e-4, 2e-4, True)
+    assert (space["num_layers"].low, space["num_layers"].high) == (2, 2)
+    from_yaml = parse_overrides("unet", {"lr": ["1e-4", "2e-4"]})  # YAML 1.1 reads 1e-4 as text
+    assert (from_yaml["lr"].low, from_yaml["lr"].high) == (1e-4, 2e-4)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    architecture, training = suggest(
+        trial, "Unet", BASE, None, overrides={"dim_in": 32, "num_layers": 2, "base_channel": 4}
+    )
+    assert training.dim_in == 32 and architecture.channels[:2] == [4, 8]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"channels": [8]}, "not a parameter of Unet"),
+        ({"lr": [1e-3, 1e-4]}, "low ≤ high"),
+        ({"lr": {"low": 0, "high": 1e-3}}, "log-scaled range needs low > 0"),
+        ({"num_layers": [2.5, 3]}, "takes integers"),
+        ({"dropout": "a lot"}, "give a number"),
+    ],
+)
+def test_bad_overrides_say_what_is_wrong(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_overrides("Unet", overrides)
+
+
+def test_unknown_model_type() -> None:
+    with pytest.raises(ValueError, match="unknown model type 'VNet'"):
+        suggest(fixed("Unet"), "VNet", BASE, None)
+
+
+def test_table_documents_every_parameter() -> None:
+    table = search_space_table()
+    for params in SEARCH_SPACE.values():
+        for param in params:
+            assert f"`{param.name}`" in table
+    assert "0.0001 … 0.003, log" in table
+    assert "{48, 64, 80, 96, 128, 160}" in table

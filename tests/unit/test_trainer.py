@@ -1,0 +1,412 @@
+"""`train_model`: outputs, MLflow, exact resume, fine-tuning, best checkpoint, early stopping."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from octopi.config import (
+    DataConfig,
+    EvaluationConfig,
+    InferenceConfig,
+    LocalizeConfig,
+    PickSpec,
+    TrainingConfig,
+    UnetConfig,
+)
+from octopi.data.copick_io import CopickDataError
+from octopi.models.model_card import ClassInfo, ModelCard
+from octopi.models.registry import build_model, load_model
+from octopi.training.checkpoint import (
+    capture_rng_state,
+    config_differences,
+    cpu_state_dict,
+    epoch_seed,
+    restore_rng_state,
+)
+from octopi.training.trainer import OUTPUT_FILES, TrainingInterrupted, TrainResult, train_model
+from octopi.training.validation import Validator
+
+TINY_ARCH = UnetConfig(channels=[8, 16, 32], strides=[2, 2])
+SETTINGS = {
+    "inference": InferenceConfig(),
+    "localize": LocalizeConfig(),
+    "evaluation": EvaluationConfig(),
+    "show_progress": False,
+}
+
+
+def tiny_training(**overrides) -> TrainingConfig:
+    values = {"num_epochs": 3, "val_interval": 1, "batch_size": 2, "dim_in": 16}
+    values.update(warmup_epochs=1, seed=7)
+    return TrainingConfig(**(values | overrides))
+
+
+def tiny_data(project, **overrides) -> DataConfig:
+    return DataConfig(
+        configs=[project.source], voxel_size_angstrom=project.voxel_size_angstrom, **overrides
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny networks: threads only add overhead (and stall badly on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_project, tmp_path_factory) -> TrainResult:
+    """3 epochs, validation every epoch, default MLflow store in the output folder."""
+    output = tmp_path_factory.mktemp("trained") / "run"
+    return train_model(
+        tiny_data(tiny_project), tiny_training(), TINY_ARCH, output, tracking_uri=None, **SETTINGS
+    )
+
+
+def states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_outputs_are_complete_and_well_formed(trained: TrainResult, tiny_project) -> None:
+    folder = trained.output_dir
+    for name in OUTPUT_FILES.values():
+        assert (folder / name).is_file(), name
+    assert not list(folder.glob(".*.tmp")), "a temporary file was left behind"
+    assert trained.epochs_completed == 3 and not trained.stopped_early
+    assert trained.best_epoch in (1, 2, 3) and 0.0 <= trained.best_metric <= 1.0
+
+    with open(folder / "epochs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    for row in rows:
+        assert float(row["train_loss"]) > 0 and float(row["patches_per_s"]) > 0
+        assert 0 < float(row["lr"]) <= 1e-3
+        assert 0.0 <= float(row["val_avg_f1"]) <= 1.0
+        assert "val_f1_ribosome" in row and "val_weighted_fbeta" in row
+
+    result = json.loads((folder / "result.json").read_text())
+    assert result["epochs_completed"] == 3 and result["best_metric_name"] == "avg_f1"
+    assert result["paths"]["best_weights"] == "best_model_weights.pth"
+    assert result["best_validation"]["avg_f1"] == result["best_metric"]
+
+    card = ModelCard.load(folder / "model_config.yaml")
+    assert card.dim_in == 16 and card.voxel_size_angstrom == tiny_project.voxel_size_angstrom
+    assert card.architecture == TINY_ARCH and card.tomo_algorithms == ["wbp"]
+    assert [c.label for c in card.classes] == sorted(c.label for c in card.classes)
+    model = load_model(card, folder / "best_model_weights.pth")
+    assert model(torch.zeros(1, 1, 16, 16, 16)).shape == (1, card.out_channels, 16, 16, 16)
+
+    checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 3 and checkpoint["finished"]
+    assert len(checkpoint["history"]) == 3 and checkpoint["ema"] is not None
+    assert {"optimizer", "schedule", "scaler", "rng", "config"} <= checkpoint.keys()
+    assert (folder / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    resolved = yaml.safe_load((folder / "train_config.yaml").read_text())
+    assert resolved["command"] == "train"
+    assert sorted(resolved["split"]["train"] + resolved["split"]["validate"]) == sorted(
+        tiny_project.run_names
+    )
+    assert resolved["training"]["num_epochs"] == 3
+
+
+def test_mlflow_store_holds_the_run(trained: TrainResult) -> None:
+    from mlflow import MlflowClient
+
+    folder = trained.output_dir
+    assert (folder / "mlflow.db").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    run = client.get_run(trained.tracking_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.lr"] == "0.001"
+    assert run.data.params["architecture.channels"] == "8,16,32"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3]
+    assert len(client.get_metric_history(run.info.run_id, "val_avg_f1")) == 3
+    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert model_files == {"model/model_config.yaml", "model/best_model_weights.pth"}
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"epochs.csv", "curves.png", "result.json", "train_config.yaml"} <= top
+    # Artifacts live beside the store, not under the working directory.
+    assert (folder / "mlruns").is_dir() and not Path("mlruns").exists()
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(
+    trained: TrainResult, tiny_project, tmp_path: Path
+) -> None:
+    output = tmp_path / "resumed"
+    seen: list[tuple[int, dict]] = []
+
+    def stop_after_epoch_2(epoch: int, metrics: dict) -> None:
+        seen.append((epoch, metrics))
+        if epoch == 2:
+            raise TrainingInterrupted("simulated kill")
+
+    data, training = tiny_data(tiny_project), tiny_training()
+    with pytest.raises(TrainingInterrupted):
+        train_model(
+            data,
+            training,
+            TINY_ARCH,
+            output,
+            tracking_uri="none",
+            on_validation=stop_after_epoch_2,
+            **SETTINGS,
+        )
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    assert {"avg_f1", "weighted_fbeta", "f1_ribosome", "seconds"} <= seen[0][1].keys()
+    assert torch.load(output / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert not (output / "result.json").exists()
+
+    result = train_model(data, training, TINY_ARCH, output, tracking_uri="none", **SETTINGS)
+    assert result.resumed_from_epoch == 2 and result.epochs_completed == 3
+
+    ours = torch.load(output / "checkpoint.pt", weights_only=True)
+    theirs = torch.load(trained.output_dir / "checkpoint.pt", weights_only=True)
+    assert states_equal(ours["model"], theirs["model"])
+    assert states_equal(ours["ema"]["module"], theirs["ema"]["module"])
+    assert [r["train_loss"] for r in ours["history"]] == [
+        r["train_loss"] for r in theirs["history"]
+    ]
+    assert states_equal(
+        torch.load(output / "best_model_weights.pth", weights_only=True),
+        torch.load(trained.output_dir / "best_model_weights.pth", weights_only=True),
+    )
+    with open(output / "epochs.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 3
+
+
+def test_a_finished_run_is_not_trained_again(trained: TrainResult, tiny_project) -> None:
+    checkpoint = trained.output_dir / "checkpoint.pt"
+    before = checkpoint.stat().st_mtime_ns
+    again = train_model(
+        tiny_data(tiny_project), tiny_training(), TINY_ARCH, trained.output_dir, **SETTINGS
+    )
+    assert again.resumed_from_epoch == 3 and again.best_epoch == trained.best_epoch
+    assert checkpoint.stat().st_mtime_ns == before
+
+
+def test_other_settings_in_the_same_output_are_refused(trained: TrainResult, tiny_project) -> None:
+    folder = trained.output_dir
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    with pytest.raises(FileExistsError, match=r"training\.lr: 0\.001 → 0\.002") as error:
+        train_model(tiny_data(tiny_project), tiny_training(lr=0.002), TINY_ARCH, folder, **SETTINGS)
+    assert "new --output" in str(error.value)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def test_fine_tuning_starts_from_the_given_weights(
+    trained: TrainResult, tiny_project, tmp_path: Path
+) -> None:
+    card_path = trained.output_dir / "model_config.yaml"
+    weights = trained.output_dir / "best_model_weights.pth"
+    output = tmp_path / "tuned"
+    result = train_model(
+        tiny_data(tiny_project),
+        tiny_training(num_epochs=1, lr=1e-4),
+        None,
+        output,
+        init_card=ModelCard.load(card_path),
+        init_weights=weights,
+        init_card_path=card_path,
+        tracking_uri="none",
+        **SETTINGS,
+    )
+    assert result.epochs_completed == 1
+    assert ModelCard.load(output / "model_config.yaml").architecture == TINY_ARCH
+    resolved = yaml.safe_load((output / "train_config.yaml").read_text())
+    assert resolved["init_weights"] == str(weights.resolve())
+
+
+def _bad_card(trained: TrainResult, **changes) -> ModelCard:
+    card = ModelCard.load(trained.output_dir / "model_config.yaml")
+    return card.model_copy(update=changes)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("voxel", "voxel size 10 Å"),
+        ("classes", "classes"),
+        ("architecture", "do not match"),
+        ("dim_in", "not divisible"),
+    ],
+)
+def test_fine_tuning_mismatches_are_refused_before_writing(
+    trained: TrainResult, tiny_project, tmp_path: Path, change: str, message: str
+) -> None:
+    training = tiny_training(num_epochs=1)
+    if change == "voxel":
+        card = _bad_card(trained, voxel_size_angstrom=10.0)
+    elif change == "classes":
+        card = _bad_card(
+            trained, classes=[ClassInfo(name="ribosome", label=1, radius_angstrom=150)]
+        )
+    elif change == "architecture":
+        card = _bad_card(trained, architecture=UnetConfig(channels=[8, 16, 64], strides=[2, 2]))
+    else:
+        card = _bad_card(trained)
+        training = tiny_training(num_epochs=1, dim_in=18)
+    output = tmp_path / "tuned"
+    with pytest.raises(ValueError, match=message):
+        train_model(
+            tiny_data(tiny_project),
+            training,
+            None,
+            output,
+            init_card=card,
+            init_weights=trained.output_dir / "best_model_weights.pth",
+            tracking_uri="none",
+            **SETTINGS,
+        )
+    assert not output.exists()
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def test_best_checkpoint_and_early_stopping_follow_the_metric(
+    tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted = [0.2, 0.5, 0.4, 0.3, 0.9, 0.9]
+    validated: list[dict] = []
+
+    def fake_score(self, model):
+        # The EMA copy (frozen parameters) is what gets validated and saved.
+        assert not any(parameter.requires_grad for parameter in model.parameters())
+        value = scripted[len(validated)]
+        validated.append(cpu_state_dict(model))
+        return {"avg_f1": value, "weighted_fbeta": value / 2, "seconds": 0.0}, None
+
+    monkeypatch.setattr(Validator, "score", fake_score)
+    output = tmp_path / "early"
+    training = tiny_training(num_epochs=6, early_stopping_patience=2)
+    data = tiny_data(tiny_project)
+    result = train_model(data, training, TINY_ARCH, output, tracking_uri="none", **SETTINGS)
+    assert result.stopped_early and result.epochs_completed == 4
+    assert result.best_epoch == 2 and result.best_metric == 0.5
+    assert result.best_validation["weighted_fbeta"] == 0.25
+    best = torch.load(output / "best_model_weights.pth", weights_only=True)
+    assert states_equal(best, validated[1])
+    assert not states_equal(best, validated[3])
+    # The run is over: rerunning returns the result without training more.
+    again = train_model(data, training, TINY_ARCH, output, tracking_uri="none", **SETTINGS)
+    assert again.epochs_completed == 4 and len(validated) == 4
+
+
+def test_fbeta_metric_selects_by_its_own_value(
+    tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def fake_score(self, model):
+        calls.append(self.best_metric)
+        value = [0.1, 0.3][len(calls) - 1]
+        return {"avg_f1": 1.0 - value, "weighted_fbeta": 0.0, "fBeta2": value, "seconds": 0}, None
+
+    monkeypatch.setattr(Validator, "score", fake_score)
+    training = tiny_training(num_epochs=2, best_metric="fBeta2")
+    result = train_model(
+        tiny_data(tiny_project),
+        training,
+        TINY_ARCH,
+        tmp_path / "f",
+        tracking_uri="none",
+        **SETTINGS,
+    )
+    assert calls == ["fBeta2", "fBeta2"]
+    assert result.best_epoch == 2 and result.best_metric == pytest.approx(0.3)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_validation_runs_without_ground_truth_are_refused(tiny_project, tmp_path: Path) -> None:
+    data = tiny_data(tiny_project, ground_truth=PickSpec(user_id="nobody", session_id="9"))
+    with pytest.raises(CopickDataError, match="no ground-truth picks"):
+        train_model(data, tiny_training(), TINY_ARCH, tmp_path / "out", **SETTINGS)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_given_split_with_unusable_runs_is_refused(tiny_project, tmp_path: Path) -> None:
+    from octopi.data.split import RunSplit
+
+    split = RunSplit(train=tiny_project.run_names[:2], validate=["TS_99"])
+    with pytest.raises(CopickDataError, match="TS_99"):
+        train_model(
+            tiny_data(tiny_project),
+            tiny_training(),
+            TINY_ARCH,
+            tmp_path / "o",
+            split=split,
+            **SETTINGS,
+        )
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused(tiny_project, tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        train_model(tiny_data(tiny_project), tiny_training(), TINY_ARCH, target, **SETTINGS)
+
+
+def test_fresh_model_weights_depend_on_the_seed_only() -> None:
+    card = ModelCard(
+        architecture=TINY_ARCH,
+        dim_in=16,
+        classes=[ClassInfo(name="a", label=1, radius_angstrom=50)],
+        voxel_size_angstrom=10,
+        tomo_algorithms=["wbp"],
+    )
+    torch.manual_seed(1)
+    first = cpu_state_dict(build_model(card))
+    torch.manual_seed(1)
+    assert states_equal(first, cpu_state_dict(build_model(card)))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_rng_state_round_trip() -> None:
+    state = capture_rng_state()
+    drawn = (random.random(), np.random.random(), torch.rand(1))  # noqa: NPY002
+    restore_rng_state(state)
+    again = (random.random(), np.random.random(), torch.rand(1))  # noqa: NPY002
+    assert drawn[:2] == again[:2] and torch.equal(drawn[2], again[2])
+
+
+def test_epoch_seeds_differ_and_repeat() -> None:
+    assert epoch_seed(42, 1) == epoch_seed(42, 1)
+    assert len({epoch_seed(42, e) for e in range(100)} | {epoch_seed(43, 1)}) == 101
+    assert 0 <= epoch_seed(-5, 3) < 2**63
+
+
+def test_config_differences_name_the_changed_keys() -> None:
+    old = {"training": {"lr": 0.001, "loss": {"name": "tversky"}}, "split": {"train": ["a"]}}
+    new = {"training": {"lr": 0.002, "loss": {"name": "tversky"}}, "extra": 1}
+    assert config_differences(old, new) == [
+        "extra: <absent> → 1",
+        "split: {'train': ['a']} → <absent>",
+        "training.lr: 0.001 → 0.002",
+    ]
+    assert config_differences(old, old) == []

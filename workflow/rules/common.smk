@@ -1,0 +1,173 @@
+# Config access, trial slots and output paths. Kept light (yaml, json, click and the pydantic
+# config models; no torch, copick or optuna) so that planning a 1000-trial study stays fast.
+import html
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from octopi.cli.options import _validation_message
+from octopi.workflow_runner import load_study_config
+
+# The study directory is the working directory; the octopi commands read this file.
+STUDY_CONFIG = "config.yaml"
+ENV = "../../envs/octopi.yaml"
+
+RUNS = "runs.json"
+SPLIT = "split.json"
+TARGETS = "targets/targets.json"
+TRIAL_RESULT = "trials/{slot}/result.json"
+BEST_SUMMARY = "best/summary.json"
+TEST_METRICS = "test/metrics.json"
+
+
+def _load_study():
+    """The study's WorkflowConfig as the octopi commands read it (defaults from octopi.config,
+    copick paths made absolute). Fails early, with a fix, where they would see another one.
+    """
+    here = Path(STUDY_CONFIG).resolve()
+    if not Path(STUDY_CONFIG).is_file():
+        raise WorkflowError(
+            f"{here} not found: the study directory (--directory) must hold config.yaml, "
+            "which every octopi command of this workflow reads"
+        )
+    with open(STUDY_CONFIG) as handle:
+        if yaml.safe_load(handle) != config:
+            raise WorkflowError(
+                f"the config Snakemake got differs from {here}, which the octopi commands "
+                "read: edit that file instead of passing --config or another --configfile"
+            )
+    try:
+        study = load_study_config(STUDY_CONFIG)
+    except ValidationError as error:
+        raise WorkflowError(f"{here}: {_validation_message(error)}")
+    sources = list(study.data.configs)
+    if study.create_targets is not None:
+        sources += list(study.create_targets.configs)
+    missing = sorted({str(s.path) for s in sources if not s.path.is_file()})
+    if missing:
+        raise WorkflowError(
+            f"copick config(s) not found: {', '.join(missing)} (relative paths in "
+            f"{here} are read from its folder)"
+        )
+    if Path(RUNS).is_file():
+        with open(RUNS) as handle:
+            started_with = json.load(handle).get("data")
+        if started_with != study.data.model_dump(mode="json"):
+            raise WorkflowError(
+                f"the data section of {here} differs from the one this study started with "
+                f"({Path(RUNS).resolve()}); its trials were trained on other data. Start a "
+                "new study directory (only search.num_trials may change in a study)"
+            )
+    return study
+
+
+STUDY = _load_study()
+RESOURCES = STUDY.trial_resources
+SLOTS = range(STUDY.search.num_trials)
+
+
+def study_targets():
+    """Best model and the study tables; the trials come in as their inputs."""
+    return [BEST_SUMMARY, "report/trials.html", "report/best.html"]
+
+
+def test_targets(wildcards):
+    """Test evaluation, only when the split (a checkpoint) has test runs."""
+    with open(checkpoints.split_runs.get().output.split) as handle:
+        has_test_runs = bool(json.load(handle).get("test"))
+    return [TEST_METRICS, "report/test.html"] if has_test_runs else []
+
+
+def evaluation_settings():
+    """Settings evaluate_test depends on: a change reruns it (params rerun trigger)."""
+    return json.dumps(
+        {
+            "inference": STUDY.inference.model_dump(mode="json"),
+            "localize": STUDY.localize.model_dump(mode="json"),
+            "evaluation": STUDY.evaluation.model_dump(mode="json"),
+            "ground_truth": STUDY.data.ground_truth.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    )
+
+
+# --------------------------------------------------------------------------- report tables
+
+_STYLE = (
+    "body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+    "td:first-child,th:first-child{text-align:left}"
+)
+
+
+def _cell(value):
+    if isinstance(value, str) and "." in value:  # CSV numbers come as text
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return html.escape(json.dumps(value))
+    return html.escape(str(value))
+
+
+def _table(rows, columns):
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _json_tables(data, title=""):
+    """Scalars as a key/value table; a dict of same-keyed dicts as a matrix."""
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    parts = [f"<h3>{html.escape(title)}</h3>"] if title else []
+    if scalars:
+        rows = [{"key": k, "value": v} for k, v in scalars.items()]
+        parts.append(_table(rows, ["key", "value"]))
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            continue
+        if value and all(isinstance(v, dict) for v in value.values()):
+            inner = [v for v in value.values()]
+            if all(not any(isinstance(x, dict) for x in v.values()) for v in inner):
+                columns = list(dict.fromkeys(c for v in inner for c in v))
+                rows = [{key: name, **v} for name, v in value.items()]
+                parts += [f"<h3>{html.escape(key)}</h3>", _table(rows, [key, *columns])]
+                continue
+        parts.append(_json_tables(value, f"{title}.{key}" if title else key))
+    return "".join(parts)
+
+
+def _write_html(path, title, body):
+    page = (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}'
+        f"</title><style>{_STYLE}</style></head><body><h2>{html.escape(title)}</h2>"
+        f"{body}</body></html>\n"
+    )
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(page)
+
+
+def render_csv(csv_path, html_path, title):
+    """A CSV file as one HTML table (the report shows HTML, not CSV)."""
+    import csv
+
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    _write_html(html_path, title, _table(rows, columns))
+
+
+def render_json(json_path, html_path, title):
+    """A JSON summary as HTML tables."""
+    with open(json_path) as handle:
+        data = json.load(handle)
+    _write_html(html_path, title, _json_tables(data))
