@@ -25,14 +25,23 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m octopi.demo --output $(DEMO_DIR)
 
+# Lint, the test suite, then the Slurm tests on a throw-away cluster (.ci/slurm/run_tests.sh
+# installs Debian's Slurm packages, so it needs root and apt-get; elsewhere it is skipped).
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/python -m pytest -q -m "not slurm" --durations=15
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		bash .ci/slurm/run_tests.sh; \
+	else \
+		echo "skipping the Slurm tests: they start a throw-away cluster (needs root and apt-get)"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

@@ -97,7 +97,7 @@ def _check(result, what: str) -> None:
 def build(spec: DataSpec, root: Path, *, log_dir: Path) -> BenchData:
     """Build (or reuse) the two projects and both tools' targets under ``root``."""
     stamp = root / "data.json"
-    wanted = {"spec": asdict(spec), "format": 1}
+    wanted = json.loads(json.dumps({"spec": asdict(spec), "format": 1}))  # tuples → lists
     n_total = spec.train_runs + 1
     runs = [f"TS_{i}" for i in range(n_total)]
     data = dict(

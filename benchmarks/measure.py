@@ -398,7 +398,7 @@ class Runner:
             if not result.ok:
                 return _record(result, status="failed")
             walls[n] = result.wall_seconds
-        per_job = (walls[jobs] - walls[1]) / (jobs - 1)
+        per_job = max(0.0, (walls[jobs] - walls[1]) / (jobs - 1))  # noise can make it < 0
         return {
             "status": "ok",
             "jobs": jobs,

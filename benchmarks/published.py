@@ -3,7 +3,13 @@
 Our package imports as ``octopi`` too, so the two can never share an environment. This module
 creates (once, cached) ``benchmarks/.envs/octopi-1.7.0`` with ``torch==2.13.0`` first (the CPU
 wheel here; an unpinned torch would pull a multi-GB CUDA build) and then ``octopi==1.7.0`` from
-PyPI, and runs its CLI.
+PyPI, and builds the command lines of its CLI (``benchmarks/.envs/octopi-1.7.0/bin/octopi``).
+
+The flags are those of the 1.7.0 source, which differ from its older training guide:
+``--tomo-uri wbp@10.0`` instead of ``--voxel-size/--tomo-alg``, ``--target-uri
+targets:octopi/1`` instead of ``--target-info``, ``--seg-uri`` for segmentations. Its
+``segment`` refuses to run without a GPU; without one, :func:`octopi` routes it through
+:mod:`benchmarks.published_cpu_launcher` (which documents exactly what it patches).
 """
 
 from __future__ import annotations

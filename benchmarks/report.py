@@ -211,7 +211,11 @@ def build_rows(results: dict) -> list[dict]:
             "ratio": None,
             "goal": f"< {DRY_RUN_GOAL_SECONDS:g} s",
             "status": _status(None if dry_seconds is None else dry_seconds < DRY_RUN_GOAL_SECONDS),
-            "note": None if dry_seconds is not None else dry.get("reason") or dry.get("error"),
+            "note": (
+                f"CPU {dry['cpu_seconds']:.1f} s"
+                if dry_seconds is not None and dry.get("cpu_seconds") is not None
+                else dry.get("reason") or dry.get("error")
+            ),
         }
     )
     snake = dry.get("snakemake_n", {})
@@ -224,6 +228,7 @@ def build_rows(results: dict) -> list[dict]:
                 "ratio": None,
                 "goal": "—",
                 "status": "—",
+                "note": f"CPU {snake['cpu_seconds']:.1f} s" if "cpu_seconds" in snake else None,
             }
         )
     sched = study.get("scheduler", {})
@@ -238,6 +243,18 @@ def build_rows(results: dict) -> list[dict]:
             "note": None if sched.get("status") == "ok" else sched.get("reason"),
         }
     )
+    imports = study.get("import_seconds", {})
+    if imports:
+        rows.append(
+            {
+                "measurement": "Start-up every trial job pays: python + `import torch, monai` (s)",
+                "octopi": None,
+                "ours": imports.get("seconds") if imports.get("ok") else None,
+                "ratio": None,
+                "goal": "—",
+                "status": "—",
+            }
+        )
     return rows
 
 
@@ -333,7 +350,9 @@ def _failures(results: dict) -> list[str]:
     for row in results.get("inference", []):
         for step in ("segment", "localize", "evaluate"):
             rec = row.get(step)
-            if rec and rec.get("returncode", 0) != 0:
+            if step == "evaluate" and row.get("note"):
+                out.append(f"{row.get('tool')} {row.get('session')}: {row['note']}")
+            elif rec and rec.get("returncode", 0) != 0:
                 error = (rec.get("error") or "").strip().splitlines()
                 out.append(
                     f"{step} {row.get('tool')} {row.get('session')}: "
@@ -359,13 +378,14 @@ def update_doc(doc: Path, suite: str, block: str) -> None:
 
 def plot_f4_vs_time(results: dict, path: Path) -> bool:
     """F4 against training wall time, one line per tool; False when nothing to plot."""
-    points: dict[str, list[tuple[float, float, str]]] = {"published": [], "ours": []}
+    points: dict[str, list[tuple[int, float, float, str]]] = {"published": [], "ours": []}
     quality = results.get("quality", [])
     for row in results.get("inference", []):
         train = _find(quality, tool=row.get("tool"), comparison=row.get("comparison"))
         if train and row.get("f4") is not None and train.get("wall_seconds"):
             label = f"{train.get('epochs')} ep"
-            points[row["tool"]].append((train["wall_seconds"], row["f4"], label))
+            point = (train.get("epochs", 0), train["wall_seconds"], row["f4"], label)
+            points[row["tool"]].append(point)
     if not any(points.values()):
         return False
     import matplotlib
@@ -376,16 +396,17 @@ def plot_f4_vs_time(results: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     names = {"published": "octopi 1.7.0", "ours": "ours (octopi-workflow)"}
     for tool, marker in (("published", "s"), ("ours", "o")):
-        pts = sorted(points[tool])
+        pts = sorted(points[tool])  # in training order (epochs), whatever the wall times
         if not pts:
             continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=names[tool])
-        for x, y, label in pts:
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker=marker, label=names[tool])
+        for _, x, y, label in pts:
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("training wall time (s)")
     ax.set_ylabel("F4 on test runs (CZII weights)")
     ax.set_title(f"F4 vs training time — suite {results.get('suite')}")
-    ax.set_ylim(bottom=0)
+    top = max(p[2] for pts in points.values() for p in pts)
+    ax.set_ylim(-0.02, max(0.1, top * 1.15))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

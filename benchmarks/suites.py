@@ -20,7 +20,7 @@ class Suite:
     quality_epochs: int  # the equal-epochs comparison
     quality_val_interval: int
     dry_run_trials: int = 200
-    scheduler_jobs: int = 12
+    scheduler_jobs: int = 40
     step_timeout_seconds: int = 3600
 
     def to_dict(self) -> dict:

@@ -355,7 +355,8 @@ class LocalizeConfig(Frozen):
         skipped, which also bounds the time spent on it. None: no limit.
     max_foreground_fraction: a class covering more than this fraction of the volume is noise
         (an untrained network's output), not particles: it gets no picks and a warning instead
-        of a minute spent on thousands of blobs. None: no limit.
+        of a minute spent on thousands of blobs. A particle class rarely covers 2% of a
+        tomogram, so 0.1 is safe for whole tomograms; None: no limit.
     """
 
     method: Literal["peaks", "components"] = "peaks"
@@ -365,7 +366,7 @@ class LocalizeConfig(Frozen):
     min_separation_fraction: float = Field(default=0.8, ge=0.0)
     per_class_threshold: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
     max_component_fraction: float | None = Field(default=20.0, gt=0.0)
-    max_foreground_fraction: float | None = Field(default=None, gt=0.0)
+    max_foreground_fraction: float | None = Field(default=0.1, gt=0.0)
 
     @model_validator(mode="after")
     def _size_bounds(self) -> LocalizeConfig:

@@ -221,34 +221,58 @@ def test_explicit_run_ids_need_both_flags(tiny_project, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- demo
 
 
-def test_demo_builds_a_project_and_reuses_it(tmp_path: Path) -> None:
+def test_demo_builds_a_project_runs_the_study_and_reuses_the_project(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The demo makes the project and targets, then runs `octopi model-explore` on them with
+    its narrowed search space; a rerun reuses the project. (The study itself is stubbed here:
+    tests/workflow runs real studies.)"""
+    import json
+
+    import octopi.cli as cli
+    from octopi.demo import DEMO_SEARCH_SPACE
     from octopi.demo import main as demo_main
 
+    calls: list[list[str]] = []
+
+    def fake_octopi(args, standalone_mode=True):
+        calls.append(list(args))
+        study = Path(args[args.index("--output") + 1])
+        (study / "best").mkdir(parents=True, exist_ok=True)
+        summary = {"slot": 2, "metric_name": "fBeta4", "best_metric": 0.5}
+        (study / "best" / "summary.json").write_text(json.dumps(summary))
+        (study / "test").mkdir(exist_ok=True)
+        (study / "test" / "metrics.json").write_text(json.dumps({"weighted_fbeta": 0.25}))
+
+    monkeypatch.setattr(cli.main, "main", fake_octopi)
     output = tmp_path / "demo"
-    result = CliRunner().invoke(demo_main, ["--output", str(output), "--runs", "2"])
+    args = ["--output", str(output), "--runs", "2", "--trials", "3", "--epochs", "8"]
+    result = CliRunner().invoke(demo_main, args)
     assert result.exit_code == 0, result.output
     assert "synthesized 2 runs" in result.output
-    assert "wrote targets targets,octopi,1" in result.output
-    assert "project summary (particles per run):" in result.output
-    table = result.output.split("project summary (particles per run):")[1].splitlines()
+    table = result.output.split("particles per run:")[1].splitlines()
     assert table[1].split()[:2] == ["run", "apo-ferritin"]
     assert [line.split()[0] for line in table[2:4]] == ["TS_0", "TS_1"]
-    assert all(int(n) >= 0 for n in table[2].split()[1:]) and len(table[2].split()) == 7
-    config = (output / "project" / "copick.json").resolve()
-    assert f"copick config: {config}" in result.output
-    assert (output / "create-targets_config.yaml").is_file()
+    assert (output / "project" / "create-targets_config.yaml").is_file()
     assert (output / "project" / "synthesize_config.yaml").is_file()
-    first_table = table[1:4]
+    [explore] = calls
+    assert explore[0] == "model-explore"
+    options = dict(zip(explore[1::2], explore[2::2], strict=False))
+    assert options["--config"] == str((output / "project" / "copick.json").resolve())
+    assert (options["--num-trials"], options["--num-epochs"]) == ("3", "8")
+    assert options["--output"] == str((output / "study").resolve())
+    space = yaml.safe_load((output / "study" / "search_space.yaml").read_text())
+    assert space == DEMO_SEARCH_SPACE
+    assert "best trial: slot 2 (fBeta4 0.500" in result.output
+    assert "test F4 (CZII weights) of the best model: 0.250" in result.output
+
     tomogram = next((output / "project" / "data" / "ExperimentRuns" / "TS_0").rglob("wbp.zarr"))
     stamp = tomogram.stat().st_mtime_ns
-
-    result = CliRunner().invoke(demo_main, ["--output", str(output), "--runs", "2"])
+    result = CliRunner().invoke(demo_main, args)
     assert result.exit_code == 0, result.output
-    assert f"using the existing project {output / 'project' / 'copick.json'}" in result.output
-    assert "synthesized" not in result.output
-    table = result.output.split("project summary (particles per run):")[1].splitlines()
-    assert table[1:4] == first_table
+    assert "using the existing project" in result.output and "synthesized" not in result.output
     assert tomogram.stat().st_mtime_ns == stamp
+    assert len(calls) == 2
 
 
 def test_friendly_errors_show_the_message_unmangled() -> None:

@@ -173,3 +173,34 @@ def test_select_best_without_trials(tiny_project, tmp_path: Path) -> None:
     write_study_dir(tmp_path, tiny_project)
     result = CliRunner().invoke(main, ["select-best", "--study-dir", str(tmp_path)])
     assert result.exit_code == 1 and "no Optuna study" in result.output
+
+
+def test_each_local_trial_takes_its_own_gpu(tiny_project, tmp_path: Path, monkeypatch) -> None:
+    """Without Slurm, explore-trial claims a free GPU (CUDA_VISIBLE_DEVICES) for its trial."""
+    import fcntl
+
+    import octopi.search.slots as slots
+
+    study_dir = tmp_path / "study"
+    write_study_dir(study_dir, tiny_project)
+    seen: list[str | None] = []
+
+    def fake_run_trial_slot(*args, **kwargs):
+        import os
+
+        seen.append(os.environ.get("CUDA_VISIBLE_DEVICES"))
+        raise slots.SlotBusyError("stop here")
+
+    monkeypatch.setattr(slots, "run_trial_slot", fake_run_trial_slot)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    # Another trial process holds GPU 0.
+    lock_dir = study_dir / ".gpu-locks"
+    lock_dir.mkdir()
+    with open(lock_dir / "gpu0.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = CliRunner().invoke(
+            main, ["explore-trial", "--study-dir", str(study_dir), "--slot", "0"]
+        )
+    assert "stop here" in result.output
+    assert seen == ["1"]

@@ -123,7 +123,9 @@ def test_cavities_inside_a_particle_do_not_split_it():
     volume[19:22, 14:17, 15:18] = 1
     volume[11, 15, 12] = 1
     volume[16, 20, 16] = 1
-    picks = localize(volume, [RIBO], VOXEL_ANGSTROM)
+    # One ribosome fills 13% of this small crop: lift the whole-tomogram foreground cap.
+    crop = LocalizeConfig(max_foreground_fraction=None)
+    picks = localize(volume, [RIBO], VOXEL_ANGSTROM, crop)
     _assert_recovered(picks["ribosome"], [center])
 
 
@@ -147,8 +149,9 @@ def test_min_separation_keeps_only_one_of_close_picks():
 
 def test_giant_components_are_skipped_by_the_peaks_method():
     volume = np.ones((20, 40, 40), np.uint8)  # 32000 voxels, ~35 apo-ferritin spheres
-    assert len(localize(volume, [APO], VOXEL_ANGSTROM)["apo-ferritin"]) == 0
-    unlimited = LocalizeConfig(max_component_fraction=None)
+    no_cap = LocalizeConfig(max_foreground_fraction=None)  # test the component bound alone
+    assert len(localize(volume, [APO], VOXEL_ANGSTROM, no_cap)["apo-ferritin"]) == 0
+    unlimited = LocalizeConfig(max_component_fraction=None, max_foreground_fraction=None)
     assert len(localize(volume, [APO], VOXEL_ANGSTROM, unlimited)["apo-ferritin"]) > 0
 
 

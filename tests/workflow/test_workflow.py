@@ -65,15 +65,30 @@ def test_example_config_loads_and_the_readme_explains_every_key() -> None:
     example = load_study_config(ROOT / "config" / "config.yaml")
     assert example.data.data_split == [0.7, 0.15]
     readme = (ROOT / "config" / "README.md").read_text()
-    headings = [line for line in readme.splitlines() if line.startswith("## ")]
-    missing = []
+    tables: dict[str, dict[str, str]] = {}  # heading -> key -> default cell
+    for part in readme.split("\n## ")[1:]:
+        heading, _, body = part.partition("\n")
+        tables[heading] = {
+            cells[1].strip().strip("`"): cells[2].strip()
+            for cells in (line.split("|") for line in body.splitlines() if line.startswith("| `"))
+        }
+    source = {"configs": [{"path": "copick.json"}]}
+    defaults = WorkflowConfig(data=source, create_targets=source).model_dump(mode="json")
+    missing, wrong = [], []
     for key in _config_keys(WorkflowConfig):
         section, _, rest = key.partition(".")
-        if not any(f"`{section}`" in heading for heading in headings):
-            missing.append(section)
-        elif f"`{rest}`" not in readme and f"`{section}.{rest}`" not in readme:
+        rows = {k: v for h, t in tables.items() if f"`{section}`" in h for k, v in t.items()}
+        cell = rows.get(rest, rows.get(key))
+        if cell is None:
             missing.append(key)
-    assert not missing, missing
+        elif cell.startswith("`") and cell.endswith("`"):
+            default = defaults
+            for name in key.split("."):
+                default = default[name]
+            if yaml.safe_load(cell.strip("`")) != default:
+                wrong.append(f"{key}: README {cell}, config.py {default!r}")
+    assert not missing, f"config/README.md lacks {missing}"
+    assert not wrong, "config/README.md defaults differ from config.py:\n" + "\n".join(wrong)
 
 
 def test_lint_clean(tmp_path: Path, copick_config: Path) -> None:

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "explore-trial": "octopi.cli.search_cmds:explore_trial",
     "select-best": "octopi.cli.search_cmds:select_best",
     "evaluate-test": "octopi.cli.explore_cmds:evaluate_test",
+    "install-profile": "octopi.cli.explore_cmds:install_profile",
     "schema": "octopi.cli.data_cmds:schema",
 }
 

@@ -13,11 +13,13 @@ from octopi.cli.options import (
     config_option,
     csv_numbers,
     data_options,
+    default_help,
     friendly_errors,
     split_csv,
 )
 from octopi.config import (
     CopickSource,
+    DataConfig,
     ImportConfig,
     PickSpec,
     SynthesizeConfig,
@@ -73,12 +75,22 @@ def _from_study_config(study_config: Path | None, flag_values: dict) -> Workflow
 @click.option(
     "--output", required=True, type=click.Path(path_type=Path), help="New project folder."
 )
-@click.option("--runs", type=int, help="Number of runs.  [default: 4]")
+@click.option("--runs", type=int, help="Number of runs." + default_help(SynthesizeConfig, "runs"))
 @click.option(
-    "--shape", callback=csv_numbers(int), help="Tomogram shape Z,Y,X.  [default: 64,128,128]"
+    "--shape",
+    callback=csv_numbers(int),
+    help="Tomogram shape Z,Y,X." + default_help(SynthesizeConfig, "shape_zyx"),
 )
-@click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: 10]")
-@click.option("--seed", type=int, help="Random seed; same seed, same project.  [default: 0]")
+@click.option(
+    "--voxel-size",
+    type=float,
+    help="Voxel size (Å)." + default_help(SynthesizeConfig, "voxel_size_angstrom"),
+)
+@click.option(
+    "--seed",
+    type=int,
+    help="Random seed; same seed, same project." + default_help(SynthesizeConfig, "seed"),
+)
 @click.option("--pick-info", help="Ground-truth picks user_id,session_id.  [default: curation,0]")
 @friendly_errors
 def synthesize(output, runs, shape, voxel_size, seed, pick_info):
@@ -114,7 +126,11 @@ def synthesize(output, runs, shape, voxel_size, seed, pick_info):
 @study_config_option
 @click.command("create-targets")
 @config_option
-@click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: 10]")
+@click.option(
+    "--voxel-size",
+    type=float,
+    help="Voxel size (Å)." + default_help(TargetsConfig, "voxel_size_angstrom"),
+)
 @click.option(
     "--target-info",
     help="Segmentation to write: name,user_id,session_id.  [default: targets,octopi,1]",
@@ -122,7 +138,11 @@ def synthesize(output, runs, shape, voxel_size, seed, pick_info):
 @click.option("--pick-info", help="Picks to read: user_id,session_id.  [default: curation,0]")
 @click.option("--objects", help="Objects to include, comma-separated.  [default: every particle]")
 @click.option(
-    "--radius-fraction", type=float, help="Ball radius / particle radius.  [default: 0.4]"
+    "--radius-fraction",
+    "--radius-scale",
+    "radius_fraction",
+    type=float,
+    help="Ball radius / particle radius." + default_help(TargetsConfig, "radius_fraction"),
 )
 @click.option("--run-ids", help="Runs to process, comma-separated.  [default: all]")
 @click.option(
@@ -174,7 +194,10 @@ def create_targets(output, study_config, **values):
     type=click.Path(path_type=Path),
     help="Folder of .mrc/.rec files.",
 )
-@click.option("--tomo-alg", help="Tomogram algorithm name to write.  [default: wbp]")
+@click.option(
+    "--tomo-alg",
+    help="Tomogram algorithm name to write." + default_help(ImportConfig, "tomo_algorithm"),
+)
 @click.option(
     "--output-voxel-size",
     type=float,
@@ -226,7 +249,12 @@ def discover_runs(output, study_config, **data_values):
 @study_config_option
 @click.command("split-runs")
 @data_options
-@click.option("--seed", "split_seed", type=int, help="Seed of the split.  [default: 42]")
+@click.option(
+    "--seed",
+    "split_seed",
+    type=int,
+    help="Seed of the split." + default_help(DataConfig, "split_seed"),
+)
 @click.option(
     "--runs-file",
     type=click.Path(exists=True, path_type=Path),

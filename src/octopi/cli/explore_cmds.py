@@ -9,9 +9,7 @@ from typing import Any
 
 import click
 
-# One helper for `[default: …]` help texts read from the config models (infer_cmds has it).
-from octopi.cli.infer_cmds import _default
-from octopi.cli.options import data_options, friendly_errors, split_csv
+from octopi.cli.options import data_options, default_help, friendly_errors, split_csv
 from octopi.config import (
     MODEL_TYPES,
     CopickSource,
@@ -132,18 +130,21 @@ def _plan_gpus(gpus: int | None, cluster: bool) -> tuple[int | None, dict[str, s
     return gpus, None
 
 
-def _resolve_profile(profile: str | None) -> tuple[str | None, bool]:
-    """(profile path or name for Snakemake, whether it submits to a cluster)."""
-    from octopi.workflow_runner import profile_executor, workflow_root
+def _resolve_profile(profile: str | None) -> tuple[str | None, str | None]:
+    """(profile folder or name for Snakemake, its executor; None: local).
+
+    ``--profile slurm`` is the user's copy (``octopi install-profile``, where the site settings
+    live) if there is one, else the packaged ``profiles/slurm``.
+    """
+    from octopi.workflow_runner import find_profile, profile_executor
 
     if profile is None:
-        return None, False
-    path = Path(profile)
-    if not path.is_dir() and (workflow_root() / "profiles" / profile).is_dir():
-        path = workflow_root() / "profiles" / profile  # `--profile slurm`: the packaged one
-    if not path.is_dir():
-        return profile, False  # a profile name Snakemake finds in its config folders
-    return str(path), profile_executor(path) not in (None, "local")
+        return None, None
+    path = find_profile(profile)
+    if path is None:
+        return profile, None  # let Snakemake say what it cannot find
+    executor = profile_executor(path)
+    return str(path), None if executor in (None, "local") else executor
 
 
 def _print_monitoring(study_dir: Path, config: WorkflowConfig) -> None:
@@ -173,44 +174,76 @@ def _interruption_hint(study_dir: Path) -> None:
         )
 
 
+def _recover(study_dir: Path, executor: str | None) -> None:
+    """Before ``--resume``: refuse while the study's head still runs; on Slurm, cancel the jobs
+    a killed head left behind (their trials resume from their checkpoints in the rerun)."""
+    from octopi import workflow_runner as runner
+
+    head = runner.running_head(study_dir)
+    if head is not None and head["checked"]:
+        raise click.ClickException(
+            f"Snakemake (PID {head['pid']}) still runs this study; --resume is for a study "
+            f"whose run was killed. Stop it first (kill -INT {head['pid']}: it cancels its "
+            "jobs), or let it finish."
+        )
+    if head is not None:
+        click.echo(
+            f"note: a run started on {head['host']} (PID {head['pid']}) did not end cleanly; "
+            "make sure it is gone (ps there) before resuming",
+            err=True,
+        )
+    if executor != "slurm":
+        return
+    try:
+        cancelled = runner.cancel_study_jobs(study_dir)
+    except RuntimeError as error:
+        raise click.ClickException(f"could not cancel the study's Slurm jobs: {error}") from error
+    if cancelled:
+        listing = ", ".join(f"{job.job_id} ({job.comment}, {job.state})" for job in cancelled)
+        click.echo(f"cancelled Slurm jobs left by the interrupted run: {listing}")
+
+
 @_optional_config
 @click.command("model-explore")
 @data_options
 @click.option(
     "--model-type",
     type=click.Choice(MODEL_TYPES, case_sensitive=False),
-    help="Model family to explore." + _default(SearchConfig, "model_type"),
+    help="Model family to explore." + default_help(SearchConfig, "model_type"),
 )
 @click.option(
-    "--num-epochs", type=int, help="Epochs per trial." + _default(TrainingConfig, "num_epochs")
+    "--num-epochs", type=int, help="Epochs per trial." + default_help(TrainingConfig, "num_epochs")
 )
 @click.option(
     "--val-interval",
     type=int,
-    help="Validate every N epochs." + _default(TrainingConfig, "val_interval"),
+    help="Validate every N epochs." + default_help(TrainingConfig, "val_interval"),
 )
 @click.option(
     "--ncache-tomos",
     type=int,
-    help="Tomograms cached per epoch." + _default(TrainingConfig, "ncache_tomos"),
+    help="Tomograms cached per epoch." + default_help(TrainingConfig, "ncache_tomos"),
 )
 @click.option(
     "--best-metric",
-    help="Checkpoint/trial metric: avg_f1 or fBetaN." + _default(TrainingConfig, "best_metric"),
+    help="Checkpoint/trial metric: avg_f1 or fBetaN." + default_help(TrainingConfig, "best_metric"),
 )
 @click.option(
     "--background-ratio",
     type=float,
-    help="Background/foreground crop ratio." + _default(TrainingConfig, "background_ratio"),
+    help="Background/foreground crop ratio." + default_help(TrainingConfig, "background_ratio"),
 )
 @click.option(
-    "--num-trials", type=int, help="Optuna trials." + _default(SearchConfig, "num_trials")
+    "--num-trials", type=int, help="Optuna trials." + default_help(SearchConfig, "num_trials")
 )
 @click.option(
-    "--random-seed", type=int, help="Optuna sampler seed." + _default(SearchConfig, "random_seed")
+    "--random-seed",
+    type=int,
+    help="Optuna sampler seed." + default_help(SearchConfig, "random_seed"),
 )
 @click.option(
-    "--study-name", help="Optuna study / MLflow experiment." + _default(SearchConfig, "study_name")
+    "--study-name",
+    help="Optuna study / MLflow experiment." + default_help(SearchConfig, "study_name"),
 )
 @click.option(
     "--output",
@@ -234,7 +267,10 @@ def _interruption_hint(study_dir: Path) -> None:
     help="Trials at once, one GPU each (local).  [default: every GPU; 1 on a CPU-only machine]",
 )
 @click.option(
-    "--resume", is_flag=True, help="After a killed run: unlock the study, rerun unfinished jobs."
+    "--resume",
+    is_flag=True,
+    help="After a killed run: cancel its leftover Slurm jobs, unlock the study, rerun "
+    "unfinished jobs (they resume from their checkpoints).",
 )
 @friendly_errors
 def model_explore(
@@ -257,17 +293,19 @@ def model_explore(
     if existing is not None and runner.study_started(study_dir):
         _refuse_changes(existing, config, study_dir)
     _check_copick_configs(config)
-    profile_arg, cluster = _resolve_profile(profile)
-    gpu_slots, env = _plan_gpus(gpus, cluster)
+    profile_arg, executor = _resolve_profile(profile)
+    gpu_slots, env = _plan_gpus(gpus, executor is not None)
 
     study_dir.mkdir(parents=True, exist_ok=True)
     runner.write_study_config(study_dir, config)
     _print_monitoring(study_dir, config)
     common = {"profile": profile_arg, "jobs": jobs, "gpu_slots": gpu_slots}
     if resume:
+        _recover(study_dir, executor)
         runner.run_snakemake(runner.snakemake_args(study_dir, extra=["--unlock"]), env)
     args = runner.snakemake_args(study_dir, dry_run=dry_run, rerun_incomplete=resume, **common)
-    status = runner.run_snakemake(args, env)
+    head = None if dry_run else study_dir / runner.HEAD_RECORD
+    status = runner.run_snakemake(args, env, head_record=head)
     if status != 0:
         _interruption_hint(study_dir)
         raise click.ClickException(
@@ -320,3 +358,35 @@ def evaluate_test(study_dir, study_config, split) -> None:
         f"{metrics['best_metric_value']:.4f}, weighted F{metrics['beta']:g} = "
         f"{metrics['weighted_fbeta']:.4f} → {study_dir / METRICS_PATH}"
     )
+
+
+@click.command("install-profile")
+@click.option(
+    "--name", default="slurm", show_default=True, help="Profile name: snakemake --profile NAME."
+)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of Snakemake profiles.  [default: ~/.config/snakemake, where Snakemake looks]",
+)
+@click.option("--force", is_flag=True, help="Replace an edited copy (it is kept as a backup).")
+def install_profile(name, dest, force) -> None:
+    """Copy octopi's Slurm profile to where `snakemake --profile slurm` finds it.
+
+    Then set your partition and account in DEST/NAME/config.yaml; `octopi model-explore
+    --profile slurm` uses that copy too. Rerun after upgrading octopi: an unedited copy is
+    updated, an edited one is kept unless --force.
+    """
+    from octopi.workflow_runner import ProfileModifiedError
+    from octopi.workflow_runner import install_profile as install
+
+    try:
+        target, action = install(name, dest, force=force)
+    except ProfileModifiedError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"profile {name}: {action} in {target}")
+    if action != "up to date":
+        click.echo(
+            f"next: set slurm_partition / slurm_account in {target / 'config.yaml'}, then\n"
+            f"  octopi model-explore ... --profile {name}      or  snakemake --profile {name} ..."
+        )

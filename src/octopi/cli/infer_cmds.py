@@ -8,7 +8,7 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from octopi.cli.options import build, config_option, friendly_errors, split_csv
+from octopi.cli.options import build, config_option, default_help, friendly_errors, split_csv
 from octopi.config import (
     CopickSource,
     EvaluationConfig,
@@ -17,17 +17,6 @@ from octopi.config import (
     PickSpec,
     TargetSpec,
 )
-
-
-def _default(model: type[BaseModel], field: str) -> str:
-    """``  [default: …]`` for a help text, read from the config model (the one home of defaults)."""
-    info = model.model_fields[field]
-    value = info.get_default(call_default_factory=True)
-    if isinstance(value, dict):
-        value = ",".join(f"{key}={weight:g}" for key, weight in value.items())
-    elif isinstance(value, list):
-        value = ",".join(str(item) for item in value)
-    return f"  [default: {value}]"
 
 
 def _write_record(output: Path, command: str, **parts: Any) -> None:
@@ -97,22 +86,22 @@ def _class_weights(ctx: click.Context, param: click.Parameter, value: str | None
     "--window-size", type=int, help="Sliding-window edge (voxels).  [default: the model's dim_in]"
 )
 @click.option(
-    "--overlap", type=float, help="Window overlap." + _default(InferenceConfig, "overlap")
+    "--overlap", type=float, help="Window overlap." + default_help(InferenceConfig, "overlap")
 )
 @click.option(
     "--window-batch-size",
     type=int,
-    help="Windows per forward pass." + _default(InferenceConfig, "window_batch_size"),
+    help="Windows per forward pass." + default_help(InferenceConfig, "window_batch_size"),
 )
 @click.option(
     "--tta",
     type=click.Choice(["none", "flips", "rot90"]),
-    help="Test-time augmentation in the XY plane." + _default(InferenceConfig, "tta"),
+    help="Test-time augmentation in the XY plane." + default_help(InferenceConfig, "tta"),
 )
 @click.option(
     "--amp",
     type=click.Choice(["auto", "bf16", "fp16", "off"]),
-    help="Mixed precision." + _default(InferenceConfig, "amp"),
+    help="Mixed precision." + default_help(InferenceConfig, "amp"),
 )
 @click.option("--device", help="torch device, e.g. cpu or cuda:1.  [default: cuda if available]")
 @click.option(
@@ -202,25 +191,25 @@ def segment(
     "--method",
     type=click.Choice(["peaks", "components"]),
     help="Split touching particles at distance peaks, or one pick per component."
-    + _default(LocalizeConfig, "method"),
+    + default_help(LocalizeConfig, "method"),
 )
 @click.option(
     "--threshold",
     type=float,
     help="Probability threshold (probability input only)."
-    + _default(LocalizeConfig, "score_threshold"),
+    + default_help(LocalizeConfig, "score_threshold"),
 )
 @click.option(
     "--min-size-fraction",
     type=float,
     help="Smallest region kept, × particle sphere volume."
-    + _default(LocalizeConfig, "min_size_fraction"),
+    + default_help(LocalizeConfig, "min_size_fraction"),
 )
 @click.option(
     "--min-separation-fraction",
     type=float,
     help="Closest two picks of a class, × particle radius."
-    + _default(LocalizeConfig, "min_separation_fraction"),
+    + default_help(LocalizeConfig, "min_separation_fraction"),
 )
 @click.option("--objects", help="Objects to localize, comma-separated.  [default: every particle]")
 @click.option(
@@ -300,14 +289,14 @@ def localize(
     "--distance-fraction",
     type=float,
     help="A hit lies within this × particle radius."
-    + _default(EvaluationConfig, "distance_fraction"),
+    + default_help(EvaluationConfig, "distance_fraction"),
 )
-@click.option("--beta", type=float, help="F-beta's beta." + _default(EvaluationConfig, "beta"))
+@click.option("--beta", type=float, help="F-beta's beta." + default_help(EvaluationConfig, "beta"))
 @click.option(
     "--class-weights",
     callback=_class_weights,
     help="name=weight,… (classes not listed weigh 1)."
-    + _default(EvaluationConfig, "class_weights"),
+    + default_help(EvaluationConfig, "class_weights"),
 )
 @click.option("--objects", help="Objects to score, comma-separated.  [default: every particle]")
 @click.option(

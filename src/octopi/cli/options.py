@@ -41,7 +41,15 @@ def csv_numbers(kind: type) -> Callable[[click.Context, click.Parameter, str | N
     return parse
 
 
-def _validation_message(error: ValidationError) -> str:
+def default_help(model: type[BaseModel], field: str) -> str:
+    """``  [default: …]`` for a help text, read from the config model (the one home of defaults)."""
+    value = model.model_fields[field].get_default(call_default_factory=True)
+    if isinstance(value, list | tuple):
+        value = ",".join(str(item) for item in value)
+    return f"  [default: {'off' if value is None else value}]"
+
+
+def validation_message(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "value"
@@ -63,7 +71,7 @@ def friendly_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except ValidationError as error:
-            raise click.ClickException(_validation_message(error)) from error
+            raise click.ClickException(validation_message(error)) from error
         except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
             # str(KeyError("x")) is "'x'"; other messages may start or end with a quote.
             message = str(error.args[0]) if isinstance(error, KeyError) and error.args else error
@@ -86,7 +94,12 @@ def data_options(command: Callable) -> Callable:
     """The data-selection options shared by train, split-runs and model-explore."""
     decorators = [
         config_option,
-        click.option("--voxel-size", type=float, help="Voxel size (Å) of tomograms and targets."),
+        click.option(
+            "--voxel-size",
+            type=float,
+            help="Voxel size (Å) of tomograms and targets."
+            + default_help(DataConfig, "voxel_size_angstrom"),
+        ),
         click.option("--target-info", help="Target segmentation: name or name,user_id,session_id."),
         click.option("--tomo-alg", help="Tomogram algorithm(s), comma-separated."),
         click.option("--trainRunIDs", "train_run_ids", help="Explicit training run IDs."),
@@ -94,7 +107,8 @@ def data_options(command: Callable) -> Callable:
         click.option(
             "--data-split",
             callback=csv_numbers(float),
-            help="train ratio (0.8 → train/val) or train,val (0.7,0.1 → train/val/test).",
+            help="train ratio (0.8 → train/val) or train,val (0.7,0.1 → train/val/test)."
+            + default_help(DataConfig, "data_split"),
         ),
     ]
     for decorator in reversed(decorators):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -30,27 +31,6 @@ _TRACKING_URI = click.option(
     "--tracking-uri",
     help="MLflow tracking URI; 'none' turns tracking off.  [default: sqlite:///STUDY_DIR/mlflow.db]",
 )
-
-
-def load_study_config(path: Path):
-    """The study's :class:`~octopi.config.WorkflowConfig` from YAML; relative copick config
-    paths are taken relative to the YAML file's folder."""
-    import yaml
-
-    from octopi.config import WorkflowConfig
-
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"study config {path} not found; pass --study-config (a workflow config YAML, as "
-            "`octopi model-explore` writes into the study folder)"
-        )
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a workflow config mapping, got {type(values).__name__}")
-    for source in (values.get("data") or {}).get("configs") or []:
-        if isinstance(source, dict) and "path" in source:
-            source["path"] = str((path.parent / Path(source["path"]).expanduser()).resolve())
-    return WorkflowConfig.model_validate(values)
 
 
 def load_split(path: Path):
@@ -94,27 +74,32 @@ def explore_trial(
 ):
     """Run one trial slot of a model-exploration study (resumes; a finished slot is a no-op)."""
     start = time.perf_counter()
+    from octopi.gpu_slots import claim_gpu
     from octopi.models.search_spaces import load_overrides
     from octopi.search.slots import SlotBusyError, run_trial_slot
+    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
 
-    workflow = load_study_config(study_config or study_dir / "config.yaml")
+    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
     split = load_split(split_path or study_dir / "split.json")
     overrides = None
     if search_space is not None:
         if not search_space.is_file():
             raise FileNotFoundError(f"--search-space {search_space} not found")
         overrides = load_overrides(search_space)
+    # Locally each running trial takes its own GPU (under Slurm the job already has one).
+    gpu_claim = claim_gpu(study_dir / ".gpu-locks") if device is None else nullcontext()
     try:
-        result = run_trial_slot(
-            study_dir,
-            slot,
-            workflow,
-            split,
-            tracking_uri=tracking_uri,
-            show_progress=progress,
-            search_space_overrides=overrides,
-            device=device,
-        )
+        with gpu_claim:
+            result = run_trial_slot(
+                study_dir,
+                slot,
+                workflow,
+                split,
+                tracking_uri=tracking_uri,
+                show_progress=progress,
+                search_space_overrides=overrides,
+                device=device,
+            )
     except SlotBusyError as error:
         raise click.ClickException(str(error)) from error
     metric = "none" if result.best_metric is None else f"{result.best_metric:.4f}"
@@ -157,8 +142,9 @@ def explore_trial(
 def select_best(study_dir, study_config, tracking_uri):
     """Pick the study's best trial: best/, trials.csv and plots/ in the study folder."""
     from octopi.search.select import select_best as run_select_best
+    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
 
-    workflow = load_study_config(study_config or study_dir / "config.yaml")
+    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
     summary = run_select_best(study_dir, workflow, tracking_uri=tracking_uri)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.trial_counts.items()))
     click.echo(

@@ -10,9 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel
 
-from octopi.cli.options import build, build_data_config, csv_numbers, data_options, friendly_errors
+from octopi.cli.options import (
+    build,
+    build_data_config,
+    csv_numbers,
+    data_options,
+    default_help,
+    friendly_errors,
+)
 from octopi.config import (
     MODEL_TYPES,
     AttentionUnetConfig,
@@ -26,14 +32,6 @@ from octopi.config import (
 _OFF = "off"  # --ema-decay off / --early-stopping-patience off
 _MODEL_TYPES = ", ".join(MODEL_TYPES)
 _LOSSES = ("tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce")
-
-
-def _default(model: type[BaseModel], field: str) -> str:
-    """``  [default: …]`` for a help text, read from the config model (the one home of defaults)."""
-    value = model.model_fields[field].get_default(call_default_factory=True)
-    if isinstance(value, list):
-        value = ",".join(str(item) for item in value)
-    return f"  [default: {'off' if value is None else value}]"
 
 
 def _number_or_off(kind: type) -> Any:
@@ -59,59 +57,61 @@ def _training_options(command: Any) -> Any:
         click.option("--output", type=click.Path(path_type=Path), default="results",
                      show_default=True, help="Folder for the model, checkpoints and logs."),
         click.option("--num-epochs", type=int,
-                     help="Total training epochs." + _default(TrainingConfig, "num_epochs")),
+                     help="Total training epochs." + default_help(TrainingConfig, "num_epochs")),
         click.option("--val-interval", type=int,
                      help="Validate every N epochs (and at the last)."
-                     + _default(TrainingConfig, "val_interval")),
+                     + default_help(TrainingConfig, "val_interval")),
         click.option("--batch-size", type=int,
-                     help="Crops per training step." + _default(TrainingConfig, "batch_size")),
+                     help="Crops per training step." + default_help(TrainingConfig, "batch_size")),
         click.option("--lr", type=float,
-                     help="Peak learning rate (AdamW)." + _default(TrainingConfig, "lr")),
+                     help="Peak learning rate (AdamW)." + default_help(TrainingConfig, "lr")),
         click.option("--best-metric",
                      help="Checkpoint selection metric: avg_f1 or fBetaN (e.g. fBeta4)."
-                     + _default(TrainingConfig, "best_metric")),
+                     + default_help(TrainingConfig, "best_metric")),
         click.option("--ncache-tomos", type=int,
                      help="Tomograms cached per epoch (SmartCache window)."
-                     + _default(TrainingConfig, "ncache_tomos")),
+                     + default_help(TrainingConfig, "ncache_tomos")),
         click.option("--tomo-batch-size", "tomo_batch_size", type=int, hidden=True,
                      help="Old name of --ncache-tomos."),
         click.option("--background-ratio", type=float,
                      help="Background / foreground crop ratio (1.0 → 50/50)."
-                     + _default(TrainingConfig, "background_ratio")),
+                     + default_help(TrainingConfig, "background_ratio")),
         click.option("--tversky-alpha", type=float,
                      help="Tversky false-positive weight (beta = 1 - alpha)."
-                     + _default(LossConfig, "tversky_alpha")),
+                     + default_help(LossConfig, "tversky_alpha")),
         click.option("--model-type",
                      help=f"Network: {_MODEL_TYPES} (case-insensitive).  [default: Unet]"),
         click.option("--channels", callback=csv_numbers(int),
-                     help="UNet feature maps per level." + _default(UnetConfig, "channels")),
+                     help="UNet feature maps per level." + default_help(UnetConfig, "channels")),
         click.option("--strides", callback=csv_numbers(int),
-                     help="UNet downsampling strides." + _default(UnetConfig, "strides")),
+                     help="UNet downsampling strides." + default_help(UnetConfig, "strides")),
         click.option("--res-units", type=int,
-                     help="Residual units per UNet level." + _default(UnetConfig, "num_res_units")),
+                     help="Residual units per UNet level."
+                     + default_help(UnetConfig, "num_res_units")),
         click.option("--dim-in", type=int,
                      help="Crop edge in voxels (fine-tuning: the model's)."
-                     + _default(TrainingConfig, "dim_in")),
+                     + default_help(TrainingConfig, "dim_in")),
         click.option("--model-config", type=click.Path(path_type=Path),
                      help="Fine-tune: model_config.yaml of an earlier training."),
         click.option("--model-weights", type=click.Path(path_type=Path),
                      help="Fine-tune: its best_model_weights.pth."),
         click.option("--loss", type=click.Choice(_LOSSES),
-                     help="Segmentation loss." + _default(LossConfig, "name")),
+                     help="Segmentation loss." + default_help(LossConfig, "name")),
         click.option("--weight-decay", type=float,
-                     help="AdamW weight decay." + _default(TrainingConfig, "weight_decay")),
+                     help="AdamW weight decay." + default_help(TrainingConfig, "weight_decay")),
         click.option("--warmup-epochs", type=int,
                      help="Linear learning-rate warm-up, then cosine decay."
-                     + _default(TrainingConfig, "warmup_epochs")),
+                     + default_help(TrainingConfig, "warmup_epochs")),
         click.option("--ema-decay", callback=_number_or_off(float),
                      help="EMA of the weights (validated and saved), or off."
-                     + _default(TrainingConfig, "ema_decay")),
+                     + default_help(TrainingConfig, "ema_decay")),
         click.option("--early-stopping-patience", callback=_number_or_off(int),
                      help="Stop after N validations without improvement, or off."
-                     + _default(TrainingConfig, "early_stopping_patience")),
-        click.option("--seed", type=int, help="Random seed." + _default(TrainingConfig, "seed")),
+                     + default_help(TrainingConfig, "early_stopping_patience")),
+        click.option("--seed", type=int,
+                     help="Random seed." + default_help(TrainingConfig, "seed")),
         click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
-                     help="Mixed precision." + _default(TrainingConfig, "amp")),
+                     help="Mixed precision." + default_help(TrainingConfig, "amp")),
         click.option("--tracking-uri",
                      help="MLflow tracking URI, or none.  [default: sqlite:///<output>/mlflow.db]"),
         click.option("--gt-info",

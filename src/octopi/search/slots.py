@@ -68,6 +68,7 @@ class SlotResult:
     MLflow, writes), per phase in ``seconds_phases`` (wall) and ``cpu_seconds_phases``.
     ``reused`` is True when the slot had already finished and nothing ran. ``training``
     holds what ``train_model`` reported (its ``result.json``, which this file replaces).
+    ``placement`` says where and when this attempt ran (:func:`_placement`).
     """
 
     slot: int
@@ -87,6 +88,7 @@ class SlotResult:
     cpu_seconds_phases: dict[str, float] = field(default_factory=dict)
     user_attrs: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    placement: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -313,11 +315,29 @@ def _run_trial(
         cpu_seconds_phases=dict(phases.cpu),
         user_attrs=dict(frozen.user_attrs),
         training=summary,
+        placement=_placement(),
     )
     (folder / ERROR_NAME).unlink(missing_ok=True)
     atomic_write_json(folder / RESULT_NAME, result.to_dict())  # last: marks the slot done
     log.info("slot %d %s (%s)", slot, state.name, "repeat" if attempt.resumed else "new")
     return result
+
+
+def _placement() -> dict[str, Any]:
+    """Host, Slurm job, GPU (``CUDA_VISIBLE_DEVICES`` as the trial saw it) and the process's
+    start and end (Unix seconds): which job ran the attempt, and what ran at the same time."""
+    import os
+    import socket
+
+    import psutil
+
+    return {
+        "host": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "process_started": round(psutil.Process().create_time(), 3),
+        "finished": round(time.time(), 3),
+    }
 
 
 def _new_trial(
