@@ -189,6 +189,12 @@ class Runner:
                 r["patches_per_s"] for r in rows[1:-1] if isinstance(r.get("patches_per_s"), float)
             ]
             record["our_logged_patches_per_s"] = sum(logged) / len(logged) if logged else None
+            plain = [
+                r["seconds"]
+                for r in rows[1:]  # the first epoch pays the start-up
+                if isinstance(r.get("seconds"), float) and not _validated(r)
+            ]
+            record["our_logged_epoch_seconds"] = sum(plain) / len(plain) if plain else None
         return record
 
     def phase_throughput(self) -> None:
@@ -235,6 +241,16 @@ class Runner:
         record["comparison"] = "equal-time"
         record["budget_seconds"] = budget
         rows.append(record)
+        # Wall time per epoch moves with the machine's load: if this run missed the budget by
+        # more than 25 %, retry once with the epochs its own timings say fit, and keep both.
+        retry = _refit_epochs(record, budget)
+        if retry is not None and retry != epochs:
+            record["comparison"] = "equal-time-first-try"
+            interval = max(1, min(suite.quality_val_interval, retry))
+            second = self.train("ours", "eqtime2", suite.quality_dim, retry, interval)
+            second["comparison"] = "equal-time"
+            second["budget_seconds"] = budget
+            rows.append(second)
 
     def _epochs_for_budget(self, budget: float | None) -> int | None:
         """Epochs of ours that fit ``budget`` s (fixed cost and s/epoch from our quality run)."""
@@ -248,9 +264,12 @@ class Runner:
             ),
             None,
         )
-        if ours_run is None or not ours_run.get("steady_epoch_seconds"):
+        if ours_run is None:
             return None
-        per_epoch = ours_run["steady_epoch_seconds"]
+        # The progress bar has 1 s resolution; very short epochs fall back to our epochs.csv.
+        per_epoch = ours_run.get("steady_epoch_seconds") or ours_run.get("our_logged_epoch_seconds")
+        if not per_epoch:
+            return None
         fixed = ours_run["wall_seconds"] - per_epoch * ours_run["epochs"]
         return max(1, math.floor((budget - max(fixed, 0.0)) / per_epoch))
 
@@ -415,6 +434,23 @@ class Runner:
             log_path=self.logs / "import-torch-monai.log",
         )
         return {"seconds": result.wall_seconds, "ok": result.ok}
+
+
+def _validated(row: dict) -> bool:
+    """Whether a row of our epochs.csv had a validation (its ``val_*`` columns are filled)."""
+    return any(k.startswith("val_") and isinstance(v, float) for k, v in row.items())
+
+
+def _refit_epochs(record: dict, budget: float) -> int | None:
+    """Epochs that fit ``budget`` by ``record``'s own timings; None when it was close enough."""
+    wall, epochs = record.get("wall_seconds"), record.get("epochs")
+    if not record.get("ok") or not wall or not epochs or abs(wall - budget) <= 0.25 * budget:
+        return None
+    per_epoch = record.get("steady_epoch_seconds") or record.get("our_logged_epoch_seconds")
+    if per_epoch:
+        fixed = max(0.0, wall - per_epoch * epochs)
+        return max(1, math.floor((budget - fixed) / per_epoch))
+    return max(1, round(epochs * budget / wall))
 
 
 # --------------------------------------------------------------------------- entry

@@ -108,7 +108,7 @@ start=$SECONDS
 # in the background, so that a signal to this script is handled at once (bash runs traps
 # only after a foreground command ends); the clean-up kills pytest by its --basetemp
 OCTOPI_SLURM_PLUGIN_DIR=$PLUGIN_DIR "$PYTHON" -m pytest -m slurm tests/slurm \
-    --basetemp="$BASETEMP/pytest" -p no:cacheprovider -rA "$@" &
+    --basetemp="$BASETEMP/pytest" -p no:cacheprovider -rA --durations=0 "$@" &
 wait $!
 status=$?
 log "pytest status $status after $((SECONDS - start)) s"

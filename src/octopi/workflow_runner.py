@@ -168,23 +168,22 @@ def snakemake_args(
     return [*args, *extra]
 
 
-def run_snakemake(
-    args: Sequence[str], env: Mapping[str, str] | None = None, head_record: Path | None = None
-) -> int:
+def run_snakemake(args: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run ``python -m snakemake ARGS`` with this interpreter; return its exit status.
 
     The interpreter's ``bin`` folder goes first on ``PATH``, so the jobs' ``octopi`` commands
     are this installation's even where its environment is not activated. Ctrl-C reaches
     Snakemake too (same process group) and SIGTERM is passed on to it as SIGINT: either way
     this waits while Snakemake cancels its cluster jobs (Slurm: ~10 s) instead of killing it
-    (which would leave the jobs running). ``head_record`` names the file that says, while
-    Snakemake runs, which process is the study's head (see :func:`running_head`).
+    (which would leave the jobs running). While a run that executes jobs goes on, the study's
+    ``HEAD_RECORD`` says which process is its head (see :func:`running_head`).
     """
     environment = dict(os.environ if env is None else env)
     scripts = str(Path(sys.executable).parent)
     environment["PATH"] = os.pathsep.join([scripts, environment.get("PATH", "")])
     command = [sys.executable, "-m", "snakemake", *args]
     process = subprocess.Popen(command, env=environment)
+    head_record = _head_record_path(args)
     if head_record is not None:
         _write_head_record(head_record, process.pid)
     forward = _forward_sigterm(process)
@@ -203,9 +202,17 @@ def run_snakemake(
         if forward is not None:
             signal.signal(signal.SIGTERM, forward)
         if head_record is not None and process.poll() is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 if json.loads(head_record.read_text()).get("pid") == process.pid:
                     head_record.unlink()
+
+
+def _head_record_path(args: Sequence[str]) -> Path | None:
+    """Where a run with these arguments records its head: runs that execute jobs only."""
+    quiet = {"--dry-run", "-n", "--unlock", "--report", "--lint", "--cleanup-metadata"}
+    if "--directory" not in args or quiet.intersection(args):
+        return None
+    return Path(args[list(args).index("--directory") + 1]) / HEAD_RECORD
 
 
 def _forward_sigterm(process: subprocess.Popen) -> Any:

@@ -13,6 +13,7 @@ as Slurm jobs on 2 cores, mostly Python start-up. Cluster and plugin: .ci/slurm/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -28,7 +29,13 @@ from octopi.workflow_runner import snakemake_args
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from workflow_helpers import OCTOPI, tiny_config, write_study  # noqa: E402
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(600)]
+
+def on_slurm(test):
+    """Marks of the tests that need the cluster (the last tests of this file need none)."""
+    for mark in (pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(600)):
+        test = mark(test)
+    return test
+
 
 STUDY_TIMEOUT = 480
 
@@ -125,6 +132,7 @@ def _max_concurrent(intervals: list[tuple[float, float]]) -> int:
     return max(sum(s <= start < e for s, e in intervals) for start, _ in intervals)
 
 
+@on_slurm
 def test_each_trial_is_a_slurm_job_on_its_own_gpu(
     tmp_path: Path, tiny_project, slurm_profile: Path, slurm_run
 ) -> None:
@@ -180,6 +188,7 @@ def test_each_trial_is_a_slurm_job_on_its_own_gpu(
     )
 
 
+@on_slurm
 def test_a_cancelled_trial_job_is_retried_from_its_checkpoint(
     tmp_path: Path, tiny_project, slurm_profile: Path, slurm_run, monkeypatch
 ) -> None:
@@ -215,6 +224,7 @@ def test_a_cancelled_trial_job_is_retried_from_its_checkpoint(
     assert (study / "best" / "summary.json").is_file()
 
 
+@on_slurm
 def test_a_killed_head_is_recovered_by_one_command(
     tmp_path: Path, tiny_project, slurm_profile: Path, slurm_run
 ) -> None:
@@ -261,3 +271,111 @@ def test_a_killed_head_is_recovered_by_one_command(
         assert trials[s] == ["COMPLETE"], trials  # never run again
     assert trials[slot].count("COMPLETE") == 1 and trials[slot][-1] == "COMPLETE", trials
     assert (study / "best" / "summary.json").is_file() and (study / "report.html").is_file()
+
+
+# --------------------------------------------------------------------------- no cluster needed
+
+
+def test_install_profile_keeps_an_edited_copy(tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from octopi.cli.explore_cmds import _resolve_profile, install_profile
+    from octopi.workflow_runner import PROFILE_MANIFEST, workflow_root
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    packaged = workflow_root() / "profiles" / "slurm"
+    assert _resolve_profile("slurm") == (str(packaged), "slurm")  # nothing installed yet
+    runner = CliRunner()
+
+    first = runner.invoke(install_profile, [])
+    copy = tmp_path / "xdg" / "snakemake" / "slurm"
+    assert first.exit_code == 0 and f"installed in {copy}" in first.output, first.output
+    assert (copy / "config.yaml").read_text() == (packaged / "config.yaml").read_text()
+    assert (copy / PROFILE_MANIFEST).is_file()
+    assert _resolve_profile("slurm") == (str(copy), "slurm")  # the user's copy wins
+    assert "up to date" in runner.invoke(install_profile, []).output
+
+    # An unedited copy of an older octopi is updated.
+    (copy / "config.yaml").write_text("executor: slurm\n")
+    manifest = json.loads((copy / PROFILE_MANIFEST).read_text())
+    manifest["files"]["config.yaml"] = hashlib.sha256(b"executor: slurm\n").hexdigest()
+    (copy / PROFILE_MANIFEST).write_text(json.dumps(manifest))
+    updated = runner.invoke(install_profile, [])
+    assert updated.exit_code == 0 and "updated" in updated.output, updated.output
+    assert (copy / "config.yaml").read_text() == (packaged / "config.yaml").read_text()
+
+    # An edited copy is refused, then replaced with --force (the edit kept in a backup).
+    edited = (packaged / "config.yaml").read_text() + "  slurm_account: mine\n"
+    (copy / "config.yaml").write_text(edited)
+    refused = runner.invoke(install_profile, [])
+    assert refused.exit_code == 1 and "diff -ru" in refused.output, refused.output
+    assert (copy / "config.yaml").read_text() == edited
+    forced = runner.invoke(install_profile, ["--force"])
+    assert forced.exit_code == 0 and "replaced" in forced.output, forced.output
+    (backup,) = (tmp_path / "xdg" / "snakemake").glob("slurm.bak-*")
+    assert (backup / "config.yaml").read_text() == edited
+
+    other = runner.invoke(install_profile, ["--name", "gpu", "--dest", str(tmp_path / "p")])
+    assert other.exit_code == 0 and (tmp_path / "p" / "gpu" / "config.yaml").is_file()
+
+
+def test_running_head_is_this_host_and_alive(tmp_path: Path) -> None:
+    import socket
+
+    import psutil
+
+    from octopi.workflow_runner import HEAD_RECORD, running_head
+
+    record = tmp_path / HEAD_RECORD
+    record.parent.mkdir(parents=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    record.write_text(json.dumps({**me, "started": psutil.Process().create_time()}))
+    assert running_head(tmp_path)["checked"] is True
+    record.write_text(json.dumps({**me, "started": 1.0}))  # the PID was reused
+    assert running_head(tmp_path) is None
+    record.write_text(json.dumps({**me, "host": "elsewhere", "started": 1.0}))
+    assert running_head(tmp_path)["checked"] is False
+    record.unlink()
+    assert running_head(tmp_path) is None
+
+
+FAKE_SQUEUE = """#!/bin/sh
+# squeue --me --noheader --format=%i|%T|%Z|%k : the jobs in $JOBS not yet cancelled
+grep -v -x -F -f "$CANCELLED" "$JOBS" 2>/dev/null || cat "$JOBS"
+"""
+FAKE_SCANCEL = """#!/bin/sh
+for id in "$@"; do grep "^$id|" "$JOBS" >> "$CANCELLED"; done
+"""
+
+
+def test_orphans_are_the_study_jobs_and_are_cancelled(tmp_path: Path, monkeypatch) -> None:
+    from octopi.workflow_runner import cancel_study_jobs, study_slurm_jobs
+
+    study, other = tmp_path / "study", tmp_path / "other"
+    study.mkdir()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("squeue", FAKE_SQUEUE), ("scancel", FAKE_SCANCEL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    jobs = tmp_path / "jobs"
+    jobs.write_text(
+        f"11|RUNNING|{study}|rule_trial_wildcards_0\n"
+        f"12|PENDING|{study}|rule_trial_wildcards_1\n"
+        f"13|RUNNING|{other}|rule_trial_wildcards_0\n"  # another study
+        f"14|RUNNING|{study}|(null)\n"  # not a Snakemake job
+        f"15|COMPLETED|{study}|rule_trial_wildcards_2\n"
+    )
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("JOBS", str(jobs))
+    monkeypatch.setenv("CANCELLED", str(tmp_path / "cancelled"))
+    (tmp_path / "cancelled").write_text("")
+
+    assert [j.job_id for j in study_slurm_jobs(study)] == ["11", "12"]
+    cancelled = cancel_study_jobs(study, timeout_seconds=10, poll_seconds=0.1)
+    assert [(j.job_id, j.comment) for j in cancelled] == [
+        ("11", "rule_trial_wildcards_0"),
+        ("12", "rule_trial_wildcards_1"),
+    ]
+    assert study_slurm_jobs(study) == []
+    assert [j.job_id for j in study_slurm_jobs(other)] == ["13"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from octopi.cli.options import _validation_message
+from octopi.cli.options import validation_message
 from octopi.workflow_runner import load_study_config
 
 # The study directory is the working directory; the octopi commands read this file.
@@ -41,7 +41,7 @@ def _load_study():
     try:
         study = load_study_config(STUDY_CONFIG)
     except ValidationError as error:
-        raise WorkflowError(f"{here}: {_validation_message(error)}")
+        raise WorkflowError(f"{here}: {validation_message(error)}")
     sources = list(study.data.configs)
     if study.create_targets is not None:
         sources += list(study.create_targets.configs)

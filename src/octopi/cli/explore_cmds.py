@@ -304,8 +304,7 @@ def model_explore(
         _recover(study_dir, executor)
         runner.run_snakemake(runner.snakemake_args(study_dir, extra=["--unlock"]), env)
     args = runner.snakemake_args(study_dir, dry_run=dry_run, rerun_incomplete=resume, **common)
-    head = None if dry_run else study_dir / runner.HEAD_RECORD
-    status = runner.run_snakemake(args, env, head_record=head)
+    status = runner.run_snakemake(args, env)
     if status != 0:
         _interruption_hint(study_dir)
         raise click.ClickException(
