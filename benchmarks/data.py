@@ -9,7 +9,7 @@ Two projects, both made with OUR ``octopi synthesize`` (six CZII particle classe
 
 Segmentation targets (training only, on every run of ``train/``):
 
-- ours: ``octopi create-targets`` → ``targets,octopi,1`` (our default radius fraction 0.4);
+- ours: ``octopi create-targets`` → ``targets,octopi,1`` (our default radius fraction);
 - published: octopi 1.7.0's training also needs the ``logs/targets-<user>_<session>_<name>.yaml``
   label file that only ITS ``create-targets`` writes (it reads the class names from there), so
   we run ITS ``octopi create-targets`` on the same project under another session:
