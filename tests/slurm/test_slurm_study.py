@@ -228,15 +228,15 @@ def test_a_cancelled_trial_job_is_retried_from_its_checkpoint(
 def test_a_killed_head_is_recovered_by_one_command(
     tmp_path: Path, tiny_project, slurm_profile: Path, slurm_run
 ) -> None:
-    epochs = 5
+    # Kill while the running trial has >= 10 epochs left, so that it still runs when the
+    # recovery looks for it (with fewer, a quiet machine finished it in between).
+    epochs = 12
     study = _study(tmp_path, tiny_project, num_trials=3, num_epochs=epochs, retries=0)
     log = tmp_path / "first-run.log"
     head = slurm_run.start(_explore(study, slurm_profile), log)
 
     def kill_point():
-        running = _running_trial(
-            slurm_run, study, epochs - 3
-        )  # >= 3 epochs left: still runs at recovery
+        running = _running_trial(slurm_run, study, max_epochs=2)
         return running if running and _results(study) else None
 
     slot, job_id, done = _wait_for(kill_point, head, log, "a finished and a running trial")
