@@ -54,16 +54,29 @@ def atomic_write_yaml(path: str | Path, data: Any) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def to_plain(model: BaseModel) -> dict[str, Any]:
-    """A config model as plain JSON-compatible data (paths as strings)."""
-    return model.model_dump(mode="json")
+def to_plain(value: Any) -> Any:
+    """Config models, lists and paths as plain YAML/JSON-compatible data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
-def write_resolved_config(directory: str | Path, command: str, model: BaseModel) -> Path:
+def write_resolved_config(
+    directory: str | Path, command: str, model: BaseModel | None = None, **parts: Any
+) -> Path:
     """Record the fully resolved config a command ran with, as ``<command>_config.yaml``.
 
-    Returns the path written.
+    ``model``'s fields go to the top level; each of ``parts`` (models, lists, paths or plain
+    values) goes under its own key. Returns the path written.
     """
+    record: dict[str, Any] = {"command": command}
+    if model is not None:
+        record.update(to_plain(model))
+    record.update({key: to_plain(value) for key, value in parts.items()})
     path = Path(directory) / f"{command}_config.yaml"
-    atomic_write_yaml(path, {"command": command, **to_plain(model)})
+    atomic_write_yaml(path, record)
     return path

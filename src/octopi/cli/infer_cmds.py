@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import BaseModel
 
 from octopi.cli.options import build, config_option, default_help, friendly_errors, split_csv
 from octopi.config import (
@@ -17,25 +16,7 @@ from octopi.config import (
     PickSpec,
     TargetSpec,
 )
-
-
-def _write_record(output: Path, command: str, **parts: Any) -> None:
-    """Write ``<command>_config.yaml``: every setting the command resolved and ran with."""
-    from octopi.io_utils import atomic_write_yaml
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, BaseModel):
-            return value.model_dump(mode="json")
-        if isinstance(value, (list, tuple)):
-            return [plain(item) for item in value]
-        if isinstance(value, Path):
-            return str(value)
-        return value
-
-    atomic_write_yaml(
-        Path(output) / f"{command}_config.yaml",
-        {"command": command} | {key: plain(value) for key, value in parts.items()},
-    )
+from octopi.io_utils import write_resolved_config
 
 
 def _sources(configs: tuple[str, ...]) -> list[CopickSource]:
@@ -154,7 +135,7 @@ def segment(
         show_progress=True,
     )
     if output is not None:
-        _write_record(
+        write_resolved_config(
             output,
             "segment",
             configs=sources,
@@ -254,7 +235,7 @@ def localize(
         objects=split_csv(objects),
     )
     if output is not None:
-        _write_record(
+        write_resolved_config(
             output,
             "localize",
             configs=sources,
@@ -334,7 +315,7 @@ def evaluate(
     if output is not None:
         output = Path(output)
         atomic_write_json(output, report.to_dict())
-        _write_record(
+        write_resolved_config(
             output.parent,
             "evaluate",
             configs=sources,
