@@ -7,7 +7,8 @@ published tool is installed once into ``benchmarks/.envs/octopi-1.7.0``. Results
 ``docs/img/f4_vs_training_time.png`` (``-full`` suffix for the full suite).
 
 Other commands: ``install`` (only create the published venv), ``report`` (regenerate the docs
-from a results file without measuring anything).
+from a results file without measuring anything), ``dry-run`` (planning time of 200- and
+1000-trial studies, :mod:`benchmarks.planning`; ``--report-only`` regenerates its table).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import measure, published, report
+from benchmarks import measure, planning, published, report
 from benchmarks.suites import SUITES
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -57,6 +58,25 @@ def render(results: dict, doc: Path = DOC) -> None:
     report.update_doc(doc, suite, report.markdown(results, plot=relative))
 
 
+def dry_run(args: argparse.Namespace) -> int:
+    latest = RESULTS / "latest-dry-run.json"
+    if args.report_only:
+        results = json.loads(latest.read_text())
+    else:
+        trials = tuple(int(n) for n in args.trials.split(",") if n)
+        results = planning.measure(args.work, trials, repeats=args.repeats)
+        path = RESULTS / f"dry-run-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        _write_json(path, results)
+        _write_json(latest, results)
+        print(f"results: {path}")
+    table = planning.markdown(results)
+    if not args.no_docs:
+        report.update_doc(DOC, "dry-run", table)
+        print(f"table: {DOC}")
+    print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
@@ -82,7 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--suite", choices=sorted(SUITES), default="quick")
     rep.add_argument("--results", type=Path, help="default: benchmarks/results/latest-SUITE.json")
     sub.add_parser("install", help="create the octopi 1.7.0 venv (cached)")
+    dry = sub.add_parser("dry-run", help="time the planning of 200- and 1000-trial studies")
+    dry.add_argument("--trials", default="200,1000", help="comma-separated trial counts")
+    dry.add_argument("--repeats", type=int, default=5, help="runs of each command (fastest kept)")
+    dry.add_argument("--work", type=Path, default=BENCH_DIR / "work" / "dry-run")
+    dry.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    dry.add_argument(
+        "--report-only", action="store_true", help="regenerate the table from the latest results"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "dry-run":
+        return dry_run(args)
 
     if args.command == "install":
         print(json.dumps(published.ensure_env(quiet=False)))

@@ -29,6 +29,9 @@ from octopi.config import WorkflowConfig
 from octopi.io_utils import atomic_write_yaml
 
 STUDY_CONFIG = "config.yaml"
+# A dry run plans with the config it would write, kept elsewhere: the workflow reads this
+# variable's file instead of config.yaml (so the study folder is not touched).
+PLANNED_CONFIG_ENV = "OCTOPI_PLANNED_CONFIG"
 # Settings that may change in a running study: more (or fewer) trial slots.
 MUTABLE_KEYS = frozenset({"search.num_trials"})
 # Sections a changed value of would invalidate the trials already run.
@@ -134,6 +137,7 @@ def snakemake_args(
     *,
     profile: str | Path | None = None,
     dry_run: bool = False,
+    config_path: str | Path | None = None,
     jobs: int | None = None,
     gpu_slots: int | None = None,
     rerun_incomplete: bool = False,
@@ -142,6 +146,7 @@ def snakemake_args(
     """Snakemake arguments for the study in ``study_dir`` (without the interpreter).
 
     ``gpu_slots`` becomes ``--resources gpu=N``: at most N trials at once (local runs).
+    ``config_path`` (default ``study_dir/config.yaml``) is the config file Snakemake reads.
     """
     root = workflow_root()
     study_dir = Path(study_dir).resolve()
@@ -151,7 +156,7 @@ def snakemake_args(
         "--snakefile",
         str(root / "Snakefile"),
         "--configfile",
-        str(study_dir / STUDY_CONFIG),
+        str(Path(config_path).resolve() if config_path else study_dir / STUDY_CONFIG),
         "--workflow-profile",
         str(root / "profiles" / "default"),
     ]

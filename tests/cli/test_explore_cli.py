@@ -95,7 +95,6 @@ def test_writes_the_study_config_and_runs_snakemake_there(
         "--config", "copick.json", "--tomo-alg", "denoised,wbp", "--data-split", "0.7,0.1",
         "--model-type", "mednext", "--num-epochs", "20", "--val-interval", "5",
         "--best-metric", "fBeta3", "--num-trials", "7", "--study-name", "my-explore",
-        "--dry-run",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     study = tmp_path / "explore_results"
@@ -108,19 +107,65 @@ def test_writes_the_study_config_and_runs_snakemake_there(
     assert (config.training.num_epochs, config.training.best_metric) == (20, "fBeta3")
     assert config.training.lr == WorkflowConfig.model_fields["training"].default.lr  # defaults
 
-    [(args, env)] = snakemake_calls
+    (args, env), (report, _) = snakemake_calls
     root = workflow_runner.workflow_root()
     assert args[args.index("--directory") + 1] == str(study)
     assert args[args.index("--snakefile") + 1] == str(root / "Snakefile")
     assert args[args.index("--configfile") + 1] == str(study / "config.yaml")
     assert args[args.index("--workflow-profile") + 1] == str(root / "profiles" / "default")
     assert args[args.index("--resources") + 1] == "gpu=1"  # CPU only: one trial at a time
-    assert "--dry-run" in args and env is None
+    assert "--dry-run" not in args and env is None
+    assert report[report.index("--report") + 1] == str(study / "report.html")
     # Where to look while it runs.
     assert f"optuna-dashboard {study / 'optuna.journal'}" in result.output
     assert f"mlflow ui --backend-store-uri sqlite:///{study / 'mlflow.db'}" in result.output
     assert "ssh -L 5000:localhost:5000" in result.output
     assert "report.html" in result.output
+
+
+def test_dry_run_plans_with_the_new_config_and_writes_nothing(
+    copick_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    planned: list[tuple[list[str], WorkflowConfig]] = []
+    calls: list[list[str]] = []
+
+    def fake_run(args, env=None):  # reads the planned config while Snakemake would run
+        calls.append(list(args))
+        if "--dry-run" not in args:
+            assert workflow_runner.PLANNED_CONFIG_ENV not in (env or {})
+            return 0
+        path = Path(env[workflow_runner.PLANNED_CONFIG_ENV])
+        assert args[args.index("--configfile") + 1] == str(path)
+        planned.append(
+            (list(args), WorkflowConfig.model_validate(yaml.safe_load(path.read_text())))
+        )
+        return 0
+
+    monkeypatch.setattr(workflow_runner, "run_snakemake", fake_run)
+    monkeypatch.setattr(gpu_slots, "list_gpus", lambda environ=None: [])
+    study = tmp_path / "s"
+    base = ["--config", copick_config, "--output", study]
+
+    result = explore(*base, "--num-trials", "1000", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "nothing was run or written" in result.output
+    assert not study.exists()  # a new study folder is removed again
+    assert planned[-1][1].search.num_trials == 1000
+    assert "--dry-run" in planned[-1][0] and "--rerun-incomplete" not in planned[-1][0]
+    assert not Path(planned[-1][0][planned[-1][0].index("--configfile") + 1]).exists()
+
+    assert explore(*base, "--num-trials", "4").exit_code == 0  # the real start (faked)
+    before = (study / "config.yaml").read_text()
+    (study / "runs.json").write_text("{}")  # the study has started
+    locks = study / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    result = explore("--output", study, "--num-trials", "6", "--resume", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert planned[-1][1].search.num_trials == 6
+    assert "--rerun-incomplete" in planned[-1][0]  # planned as --resume would run it ...
+    assert calls[-1] == planned[-1][0]  # ... but nothing unlocked
+    assert (study / "config.yaml").read_text() == before
+    assert study.is_dir() and locks.is_dir()
 
 
 def test_a_new_study_needs_a_copick_config(snakemake_calls, tmp_path: Path) -> None:

@@ -256,4 +256,13 @@ def test_tiny_study_end_to_end(tmp_path: Path, six_run_project: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "Nothing to be done" in again.stdout + again.stderr
     assert {p: p.stat().st_mtime for p in study.glob("trials/*/result.json")} == mtimes
+    # A dry run with more trials plans only the new slots and leaves config.yaml as it was.
+    more = subprocess.run(
+        [OCTOPI, "model-explore", "--output", str(study), "--num-trials", "3", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert more.returncode == 0, more.stderr
+    assert job_counts(more.stdout + more.stderr).get("trial") == 1, more.stdout
     assert yaml.safe_load((study / "config.yaml").read_text()) == workflow.model_dump(mode="json")

@@ -2,16 +2,21 @@
 # config models; no torch, copick or optuna) so that planning a 1000-trial study stays fast.
 import html
 import json
+import os
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
 from octopi.cli.options import validation_message
-from octopi.workflow_runner import load_study_config
+from octopi.workflow_runner import PLANNED_CONFIG_ENV, load_study_config
 
 # The study directory is the working directory; the octopi commands read this file.
 STUDY_CONFIG = "config.yaml"
+# What this run plans with: config.yaml, except in `octopi model-explore --dry-run`, which
+# plans with the config it would write without writing it (the jobs' params stay config.yaml,
+# so finished trials are not planned again for a changed param).
+PLANNED_CONFIG = os.environ.get(PLANNED_CONFIG_ENV) or STUDY_CONFIG
 ENV = "../../envs/octopi.yaml"
 
 RUNS = "runs.json"
@@ -26,20 +31,20 @@ def _load_study():
     """The study's WorkflowConfig as the octopi commands read it (defaults from octopi.config,
     copick paths made absolute). Fails early, with a fix, where they would see another one.
     """
-    here = Path(STUDY_CONFIG).resolve()
-    if not Path(STUDY_CONFIG).is_file():
+    here = Path(PLANNED_CONFIG).resolve()
+    if not here.is_file():
         raise WorkflowError(
             f"{here} not found: the study directory (--directory) must hold config.yaml, "
             "which every octopi command of this workflow reads"
         )
-    with open(STUDY_CONFIG) as handle:
+    with open(here) as handle:
         if yaml.safe_load(handle) != config:
             raise WorkflowError(
                 f"the config Snakemake got differs from {here}, which the octopi commands "
                 "read: edit that file instead of passing --config or another --configfile"
             )
     try:
-        study = load_study_config(STUDY_CONFIG)
+        study = load_study_config(here)
     except ValidationError as error:
         raise WorkflowError(f"{here}: {validation_message(error)}")
     sources = list(study.data.configs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +176,41 @@ def _interruption_hint(study_dir: Path) -> None:
         )
 
 
+def _check_status(status: int, study_dir: Path) -> None:
+    if status != 0:
+        _interruption_hint(study_dir)
+        raise click.ClickException(
+            f"Snakemake stopped with status {status}; see the messages above and "
+            f"{study_dir / 'logs'}"
+        )
+
+
+def _dry_run(
+    study_dir: Path, config: WorkflowConfig, env: dict[str, str] | None, **snakemake: Any
+) -> None:
+    """Plan the study with ``config`` and change nothing: the config goes to a temporary file
+    (the workflow reads it through ``PLANNED_CONFIG_ENV``), a study folder that did not exist
+    is removed again, and with --resume nothing is unlocked or cancelled."""
+    from octopi import workflow_runner as runner
+
+    new_folder = not study_dir.exists()
+    try:
+        with tempfile.TemporaryDirectory(prefix="octopi-dry-run-") as planned_dir:
+            runner.write_study_config(planned_dir, config)
+            planned = Path(planned_dir) / runner.STUDY_CONFIG
+            env = {**(os.environ if env is None else env), runner.PLANNED_CONFIG_ENV: str(planned)}
+            args = runner.snakemake_args(study_dir, dry_run=True, config_path=planned, **snakemake)
+            status = runner.run_snakemake(args, env)
+    finally:
+        if new_folder:
+            shutil.rmtree(study_dir, ignore_errors=True)
+    _check_status(status, study_dir)
+    click.echo(
+        "dry run: nothing was run or written; the same command without --dry-run "
+        + ("starts the study" if new_folder else "runs these jobs")
+    )
+
+
 def _recover(study_dir: Path, executor: str | None) -> None:
     """Before ``--resume``: refuse while the study's head still runs; on Slurm, cancel the jobs
     a killed head left behind (their trials resume from their checkpoints in the rerun)."""
@@ -296,24 +333,19 @@ def model_explore(
     profile_arg, executor = _resolve_profile(profile)
     gpu_slots, env = _plan_gpus(gpus, executor is not None)
 
+    common = {"profile": profile_arg, "jobs": jobs, "gpu_slots": gpu_slots}
+    if dry_run:
+        _print_monitoring(study_dir, config)
+        _dry_run(study_dir, config, env, rerun_incomplete=resume, **common)
+        return
     study_dir.mkdir(parents=True, exist_ok=True)
     runner.write_study_config(study_dir, config)
     _print_monitoring(study_dir, config)
-    common = {"profile": profile_arg, "jobs": jobs, "gpu_slots": gpu_slots}
     if resume:
         _recover(study_dir, executor)
         runner.run_snakemake(runner.snakemake_args(study_dir, extra=["--unlock"]), env)
-    args = runner.snakemake_args(study_dir, dry_run=dry_run, rerun_incomplete=resume, **common)
-    status = runner.run_snakemake(args, env)
-    if status != 0:
-        _interruption_hint(study_dir)
-        raise click.ClickException(
-            f"Snakemake stopped with status {status}; see the messages above and "
-            f"{study_dir / 'logs'}"
-        )
-    if dry_run:
-        click.echo("dry run: nothing was run")
-        return
+    args = runner.snakemake_args(study_dir, rerun_incomplete=resume, **common)
+    _check_status(runner.run_snakemake(args, env), study_dir)
     report = study_dir / "report.html"
     report_args = runner.snakemake_args(study_dir, extra=["--report", str(report)], **common)
     if runner.run_snakemake(report_args, env) != 0:
