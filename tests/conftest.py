@@ -18,6 +18,13 @@ import pytest
 from octopi.config import CopickSource, SynthesizeConfig, TargetsConfig, TargetSpec
 from octopi.data.synthetic import SynthesisSummary
 
+
+@pytest.fixture(autouse=True)
+def _private_gpu_locks(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """GPU lock files of the tests (and their subprocesses) stay out of the machine's folder."""
+    monkeypatch.setenv("OCTOPI_GPU_LOCK_DIR", str(tmp_path_factory.mktemp("gpu-locks")))
+
+
 TINY_SHAPE_ZYX = (32, 48, 48)
 TINY_VOXEL_SIZE_ANGSTROM = 20.0
 TINY_RUNS = 4

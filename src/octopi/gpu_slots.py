@@ -4,7 +4,9 @@ Snakemake's ``--resources gpu=N`` bounds how many trials run at once; it does no
 device each one gets. :func:`claim_gpu` gives each trial process its own: it takes an
 exclusive lock file per GPU (``<lock_dir>/gpu<i>.lock``) and points ``CUDA_VISIBLE_DEVICES``
 at the first free one. The kernel drops the lock when the process ends, also when it is
-killed, so a crashed trial never leaves a GPU marked busy.
+killed, so a crashed trial never leaves a GPU marked busy. The lock folder is one per machine
+(:func:`machine_lock_dir`), so two studies run side by side, by one user or several, never
+put two trials on one GPU.
 
 Call it before anything initialises CUDA (torch reads ``CUDA_VISIBLE_DEVICES`` once). GPUs
 are counted with ``nvidia-smi -L``, never through torch, so the caller's process stays free
@@ -19,11 +21,24 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 VISIBLE = "CUDA_VISIBLE_DEVICES"
+LOCK_DIR_ENV = "OCTOPI_GPU_LOCK_DIR"
+# Like /tmp itself: anyone may add a lock file, only its owner may remove it.
+_SHARED_DIR_MODE = 0o1777
+
+
+def machine_lock_dir(environ: MutableMapping[str, str] | None = None) -> Path:
+    """The GPU lock folder every octopi process on this machine shares: ``$OCTOPI_GPU_LOCK_DIR``
+    when set, else ``<temp dir>/octopi-gpu-locks`` (per node on a cluster, as GPUs are)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(LOCK_DIR_ENV):
+        return Path(environ[LOCK_DIR_ENV]).expanduser()
+    return Path(tempfile.gettempdir()) / "octopi-gpu-locks"
 
 
 def list_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
@@ -51,7 +66,7 @@ def count_nvidia_gpus() -> int:
 
 @contextlib.contextmanager
 def claim_gpu(
-    lock_dir: str | Path,
+    lock_dir: str | Path | None = None,
     gpu_ids: list[str] | None = None,
     environ: MutableMapping[str, str] | None = None,
     poll_seconds: float = 5.0,
@@ -61,10 +76,11 @@ def claim_gpu(
 
     Does nothing (yields None) under Slurm when ``CUDA_VISIBLE_DEVICES`` is set (Slurm chose
     the device) and on machines without GPUs (trials run on the CPU). Otherwise it locks
-    ``<lock_dir>/gpu<id>.lock`` for the first ID of ``gpu_ids`` (default :func:`list_gpus`)
-    that no other process holds, sets ``CUDA_VISIBLE_DEVICES`` to it, and restores the
-    variable and releases the lock on exit. When every GPU is held it waits, checking every
-    ``poll_seconds``, and raises ``TimeoutError`` after ``timeout_seconds`` (None: no limit).
+    ``<lock_dir>/gpu<id>.lock`` (default :func:`machine_lock_dir`) for the first ID of
+    ``gpu_ids`` (default :func:`list_gpus`) that no other process holds, sets
+    ``CUDA_VISIBLE_DEVICES`` to it, and restores the variable and releases the lock on exit.
+    When every GPU is held it waits, checking every ``poll_seconds``, and raises
+    ``TimeoutError`` after ``timeout_seconds`` (None: no limit).
     """
     environ = os.environ if environ is None else environ
     if "SLURM_JOB_ID" in environ and VISIBLE in environ:
@@ -75,8 +91,8 @@ def claim_gpu(
         yield None
         return
 
-    lock_dir = Path(lock_dir)
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir = machine_lock_dir(environ) if lock_dir is None else Path(lock_dir)
+    _make_shared_dir(lock_dir)
     start = time.monotonic()
     told = False
     while True:
@@ -112,11 +128,33 @@ def claim_gpu(
         handle.close()
 
 
+def _make_shared_dir(folder: Path) -> None:
+    """Create ``folder`` writable by every user (sticky); leave an existing one's mode alone."""
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir()
+        folder.chmod(_SHARED_DIR_MODE)  # mkdir's mode is cut by the umask
+
+
+def _open_lock_file(path: Path):
+    """The lock file opened for writing (created readable and writable by every user, so
+    another user's trials can lock it too); read-only where another user made it private."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        return open(path)  # noqa: SIM115 - flock needs no write access
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, 0o666)  # the creation mode is cut by the umask; fails unless ours
+    return os.fdopen(fd, "r+")
+
+
 def _try_lock(lock_dir: Path, candidates: list[str]):
     """(gpu_id, open lock file) for the first GPU not locked by anyone, else None."""
     for gpu_id in candidates:
         safe = "".join(c if c.isalnum() or c in "-." else "_" for c in gpu_id)
-        handle = open(lock_dir / f"gpu{safe}.lock", "a+")  # noqa: SIM115 - held past return
+        handle = _open_lock_file(lock_dir / f"gpu{safe}.lock")
         try:
             # flock (not lockf): two opens conflict even inside one process, and the lock
             # goes with the process when it dies.
@@ -124,9 +162,10 @@ def _try_lock(lock_dir: Path, candidates: list[str]):
         except BlockingIOError:
             handle.close()
             continue
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        if handle.writable():  # who holds it, for people looking at the folder
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
         return gpu_id, handle
     return None

@@ -194,8 +194,9 @@ def test_each_local_trial_takes_its_own_gpu(tiny_project, tmp_path: Path, monkey
     monkeypatch.setattr(slots, "run_trial_slot", fake_run_trial_slot)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    # Another trial process holds GPU 0.
-    lock_dir = study_dir / ".gpu-locks"
+    # A trial process of another study on this machine holds GPU 0.
+    lock_dir = tmp_path / "machine-locks"
+    monkeypatch.setenv("OCTOPI_GPU_LOCK_DIR", str(lock_dir))
     lock_dir.mkdir()
     with open(lock_dir / "gpu0.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from octopi.gpu_slots import VISIBLE, claim_gpu, list_gpus
+from octopi.gpu_slots import LOCK_DIR_ENV, VISIBLE, claim_gpu, list_gpus, machine_lock_dir
 
 
 def test_each_claim_gets_its_own_gpu_and_releases_it(tmp_path: Path) -> None:
@@ -80,3 +80,19 @@ def test_visible_devices_outside_slurm_are_the_candidates(tmp_path: Path) -> Non
     with claim_gpu(tmp_path, environ=env) as gpu:
         assert gpu == "2" and env[VISIBLE] == "2"
     assert env[VISIBLE] == "2,5"
+
+
+def test_one_lock_folder_per_machine_shared_by_every_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert machine_lock_dir({LOCK_DIR_ENV: str(tmp_path / "x")}) == tmp_path / "x"
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert machine_lock_dir({}) == tmp_path / "octopi-gpu-locks"
+    env = {LOCK_DIR_ENV: str(tmp_path / "shared" / "locks")}
+    with claim_gpu(gpu_ids=["0", "1"], environ=env) as first:  # the default folder: env's
+        assert first == "0"
+        with claim_gpu(gpu_ids=["0", "1"], environ=dict(env)) as second:
+            assert second == "1"
+    folder = tmp_path / "shared" / "locks"
+    assert folder.stat().st_mode & 0o7777 == 0o1777  # sticky and writable by all, like /tmp
+    assert (folder / "gpu0.lock").stat().st_mode & 0o777 == 0o666

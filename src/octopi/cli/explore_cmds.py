@@ -379,7 +379,7 @@ def evaluate_test(study_dir, study_config, split) -> None:
 
     workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
     run_split = load_split(split or study_dir / "split.json")
-    with claim_gpu(study_dir / ".gpu-locks"):
+    with claim_gpu():
         from octopi.search.evaluate_test import METRICS_PATH
         from octopi.search.evaluate_test import evaluate_test as run_evaluation
 

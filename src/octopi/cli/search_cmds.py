@@ -87,7 +87,7 @@ def explore_trial(
             raise FileNotFoundError(f"--search-space {search_space} not found")
         overrides = load_overrides(search_space)
     # Locally each running trial takes its own GPU (under Slurm the job already has one).
-    gpu_claim = claim_gpu(study_dir / ".gpu-locks") if device is None else nullcontext()
+    gpu_claim = claim_gpu() if device is None else nullcontext()
     try:
         with gpu_claim:
             result = run_trial_slot(
