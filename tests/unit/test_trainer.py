@@ -147,6 +147,33 @@ def test_mlflow_store_holds_the_run(trained: TrainResult) -> None:
 # --------------------------------------------------------------------------- resume
 
 
+def test_a_run_killed_before_its_first_checkpoint_keeps_one_mlflow_run(
+    tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    from octopi.training.loop import TrainingLoop
+
+    output, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real_run = TrainingLoop.run
+
+    def node_dies(self, *args, **kwargs):  # before any epoch (so before any checkpoint)
+        raise SystemExit("node failure")
+
+    monkeypatch.setattr(TrainingLoop, "run", node_dies)
+    args = (tiny_data(tiny_project), tiny_training(num_epochs=1), TINY_ARCH, output)
+    with pytest.raises(SystemExit):
+        train_model(*args, tracking_uri=uri, **SETTINGS)
+    assert not (output / "checkpoint.pt").exists()
+    monkeypatch.setattr(TrainingLoop, "run", real_run)
+    result = train_model(*args, tracking_uri=uri, **SETTINGS)
+
+    client = MlflowClient(tracking_uri=uri)
+    [experiment] = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(result.tracking_run_id, "FINISHED")]
+
+
 def test_killed_and_resumed_run_ends_with_identical_weights(
     trained: TrainResult, tiny_project, tmp_path: Path
 ) -> None:

@@ -48,6 +48,12 @@ OUTPUT_FILES: dict[str, str] = {
 }
 
 
+# The MLflow run this output folder trains into, written as soon as the run exists: a process
+# killed before its first checkpoint (which also records it) resumes that run instead of
+# leaving it RUNNING forever beside a new one.
+TRACKING_RUN_NAME = "mlflow_run.json"
+
+
 class TrainingInterrupted(Exception):  # noqa: N818 - reads as what happened
     """Raise from ``on_validation`` to stop a run on purpose (e.g. an Optuna trial pruned).
 
@@ -163,9 +169,13 @@ def train_model(
             run_name or output_dir.resolve().name,
             parent_run_id=parent_run_id,
             tags=tracking_tags,
-            run_id=loop.tracking_run_id,
+            run_id=loop.tracking_run_id or _recorded_run_id(output_dir, tracking_uri),
         )
         loop.tracking_run_id = run.run_id
+        if run.run_id is not None:
+            atomic_write_json(
+                output_dir / TRACKING_RUN_NAME, {"run_id": run.run_id, "tracking_uri": tracking_uri}
+            )
         run.log_params(tracking.flatten_params(plan.resolved))
         loop.run(run, on_validation, show_progress)
         result = _result(loop.summary(), training, output_dir, loop.resumed_from, paths)
@@ -183,6 +193,17 @@ def train_model(
     finally:
         run.end(status)
         loop.close()
+
+
+def _recorded_run_id(output_dir: Path, tracking_uri: str) -> str | None:
+    """The run of an earlier attempt in ``output_dir`` on the same store (None: none)."""
+    try:
+        record = json.loads((output_dir / TRACKING_RUN_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("tracking_uri") != tracking_uri:
+        return None
+    return record.get("run_id")
 
 
 def _result(
