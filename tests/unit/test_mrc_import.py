@@ -79,6 +79,24 @@ def test_fourier_rescale_to_a_coarser_voxel_size(project: Path, tmp_path: Path) 
     assert np.abs(loaded - binned).max() < 0.15 * np.ptp(binned)
 
 
+def test_anisotropic_voxels_are_resampled_to_isotropic(project: Path, tmp_path: Path) -> None:
+    volume = smooth_volume((8, 24, 32))
+    path = write_mrc(tmp_path / "mrc" / "aniso.mrc", volume, None)
+    with mrcfile.open(path, mode="r+") as mrc:
+        mrc.voxel_size = (10.0, 10.0, 20.0)  # X, Y, Z: slices twice as thick
+    (item,) = import_mrc_tomograms(
+        ImportConfig(config=project, input_dir=tmp_path / "mrc"), show_progress=False
+    )
+    assert item.source_voxel_size_zyx_angstrom == (20.0, 10.0, 10.0)
+    assert (item.voxel_size_angstrom, item.shape_zyx) == (10.0, (16, 24, 32))
+    loaded = read_back(project, "aniso", 10.0)
+    assert loaded.shape == (16, 24, 32)
+    assert loaded.mean() == pytest.approx(volume.mean(), rel=1e-4)
+    # Y and X are untouched by the Z resampling: averaging Z pairs gives the input back.
+    restored = loaded.reshape(8, 2, 24, 32).mean(axis=1)
+    assert np.abs(restored - volume).max() < 0.15 * np.ptp(volume)
+
+
 def test_fourier_rescale_keeps_the_mean_when_upsampling() -> None:
     volume = smooth_volume((6, 8, 10))
     bigger = fourier_rescale(volume, 2.0)

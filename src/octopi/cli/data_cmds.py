@@ -218,9 +218,11 @@ def import_mrc(config_path, input_dir, tomo_alg, output_voxel_size, overwrite):
         overwrite=overwrite,
     )
     for item in import_mrc_tomograms(config):
+        z, y, x = item.source_voxel_size_zyx_angstrom
+        header = f"{x:g} Å" if z == y == x else f"{z:g} × {y:g} × {x:g} Å, Z × Y × X"
         click.echo(
             f"{item.run_name}: {item.source.name} {item.shape_zyx} at "
-            f"{item.voxel_size_angstrom:g} Å (header {item.source_voxel_size_angstrom:g} Å)"
+            f"{item.voxel_size_angstrom:g} Å (header {header})"
         )
 
 

@@ -3,6 +3,10 @@
 Labs keep reconstructions as MRC files; this reads each ``.mrc`` / ``.rec`` file of a folder,
 takes the voxel size from its header, optionally resamples it in Fourier space to a target
 voxel size, and writes it as tomogram ``algorithm`` of the run named after the file.
+
+copick keeps one voxel size per tomogram, so a header with different sizes along Z, Y and X
+(anisotropic voxels) is resampled per axis to isotropic voxels: of the target size when one
+is given, else of the header's X size.
 """
 
 from __future__ import annotations
@@ -23,20 +27,38 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
 @dataclass(frozen=True)
 class ImportedTomogram:
+    """One file's import: ``shape_zyx`` and ``voxel_size_angstrom`` as written to copick,
+    ``source_voxel_size_zyx_angstrom`` as the MRC header gives it."""
+
     run_name: str
     source: Path
     shape_zyx: tuple[int, int, int]
-    source_voxel_size_angstrom: float
+    source_voxel_size_zyx_angstrom: tuple[float, float, float]
     voxel_size_angstrom: float
 
+    @property
+    def source_voxel_size_angstrom(self) -> float:
+        """The header's X voxel size (the one size of isotropic voxels)."""
+        return self.source_voxel_size_zyx_angstrom[2]
 
-def fourier_rescale(volume: np.ndarray, factor: float) -> np.ndarray:
-    """Resample a (Z, Y, X) volume by ``factor`` (new shape = round(shape × factor)).
+    @property
+    def resampled(self) -> bool:
+        return any(v != self.voxel_size_angstrom for v in self.source_voxel_size_zyx_angstrom)
+
+
+def _scaled_shape(shape: tuple[int, ...], factors: tuple[float, ...]) -> tuple[int, ...]:
+    return tuple(max(1, int(round(n * f))) for n, f in zip(shape, factors, strict=True))
+
+
+def fourier_rescale(volume: np.ndarray, factor: float | tuple[float, float, float]) -> np.ndarray:
+    """Resample a (Z, Y, X) volume by ``factor`` (new shape = round(shape × factor)), one
+    factor for all axes or one per axis (Z, Y, X).
 
     Crops (factor < 1, binning without aliasing) or zero-pads (factor > 1) the centred
     spectrum, keeping the mean value. Returns float32.
     """
-    new_shape = tuple(max(1, int(round(n * factor))) for n in volume.shape)
+    factors = (factor,) * volume.ndim if np.isscalar(factor) else tuple(factor)
+    new_shape = _scaled_shape(volume.shape, factors)
     spectrum = np.fft.fftshift(np.fft.fftn(volume.astype(np.float32)))
     out = np.zeros(new_shape, dtype=np.complex64)
     src, dst = [], []
@@ -50,14 +72,16 @@ def fourier_rescale(volume: np.ndarray, factor: float) -> np.ndarray:
     return result.astype(np.float32)
 
 
-def _read_header(path: Path) -> tuple[tuple[int, int, int], float]:
+def _read_header(path: Path) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Shape (Z, Y, X) in voxels and voxel size (Z, Y, X) in Å from the MRC header."""
     import mrcfile
 
     with mrcfile.open(path, permissive=True, header_only=True) as mrc:
         header = mrc.header
         shape = (int(header.nz), int(header.ny), int(header.nx))
-        voxel = float(mrc.voxel_size.x)
-    return shape, voxel
+        size = mrc.voxel_size
+        voxel_zyx = (float(size.z), float(size.y), float(size.x))
+    return shape, voxel_zyx
 
 
 def import_mrc_tomograms(
@@ -93,14 +117,15 @@ def import_mrc_tomograms(
                 f"{same_run[0]} and {path.name} would both be run {name!r}; keep one of them "
                 f"in {folder}"
             )
-        shape, voxel = _read_header(path)
-        if voxel <= 0:
+        shape, voxel_zyx = _read_header(path)
+        if min(voxel_zyx) <= 0:
+            sizes = " × ".join(f"{v:g}" for v in voxel_zyx)
             raise CopickDataError(
-                f"{path.name}: the MRC header has no voxel size; set it (e.g. `alterheader`)"
+                f"{path.name}: the MRC header has no voxel size (Z × Y × X: {sizes} Å); set "
+                "it (e.g. `alterheader`)"
             )
-        target_voxel = config.output_voxel_size_angstrom or voxel
-        factor = voxel / target_voxel
-        new_shape = tuple(max(1, int(round(n * factor))) for n in shape)
+        target_voxel = config.output_voxel_size_angstrom or voxel_zyx[2]
+        new_shape = _scaled_shape(shape, tuple(v / target_voxel for v in voxel_zyx))
         if name in existing and not config.overwrite:
             present = projects.tomogram_algorithms(existing[name], target_voxel)
             if config.tomo_algorithm in present:
@@ -108,14 +133,15 @@ def import_mrc_tomograms(
                     f"run {name} already has tomogram {config.tomo_algorithm!r} at voxel size "
                     f"{target_voxel:g}; pass --overwrite to replace it"
                 )
-        plan.append(ImportedTomogram(name, path, new_shape, voxel, target_voxel))
+        plan.append(ImportedTomogram(name, path, new_shape, voxel_zyx, target_voxel))
 
     for item in tqdm(plan, desc="import", unit="tomogram", disable=not show_progress):
         with mrcfile.open(item.source, permissive=True) as mrc:
             volume = np.asarray(mrc.data, dtype=np.float32)
-        if item.voxel_size_angstrom != item.source_voxel_size_angstrom:
+        if item.resampled:
+            target = item.voxel_size_angstrom
             volume = fourier_rescale(
-                volume, item.source_voxel_size_angstrom / item.voxel_size_angstrom
+                volume, tuple(v / target for v in item.source_voxel_size_zyx_angstrom)
             )
         projects.write_tomogram(
             item.run_name,
