@@ -66,6 +66,24 @@ def test_missing_config_file(tmp_path: Path) -> None:
         CopickProjects([CopickSource(path=missing)])
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "not valid JSON (Expecting value at line 1, column 1)"),
+        ("[1, 2]", "expected a JSON object, found list"),
+        ('{"name": "x"}', "pickable_objects: Field required"),
+    ],
+)
+def test_a_broken_config_file_names_the_file_and_the_problem(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    path = tmp_path / "copick.json"
+    path.write_text(text)
+    with pytest.raises(CopickDataError, match="is not a usable copick config") as caught:
+        CopickProjects([CopickSource(path=path)])
+    assert str(path) in str(caught.value) and problem in str(caught.value)
+
+
 def test_no_config_at_all() -> None:
     with pytest.raises(CopickDataError, match="no copick config"):
         CopickProjects([])

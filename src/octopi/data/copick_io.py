@@ -92,12 +92,41 @@ def write_project_config(
     return config_path
 
 
+def _config_problem(error: Exception) -> str:
+    """What copick found wrong with a config file, in one line."""
+    if isinstance(error, CopickDataError):
+        return str(error)
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+    if hasattr(error, "errors"):  # pydantic: the config's fields
+        problems = [
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        ]
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        return "; ".join(problems[:5]) + more
+    return f"{type(error).__name__}: {error}"
+
+
+def _open_project(path: Path):
+    """``copick.from_file`` with a config that is checked to be a JSON object first."""
+    import copick
+
+    try:
+        values = json.loads(path.read_text())
+        if not isinstance(values, dict):
+            raise CopickDataError(f"expected a JSON object, found {type(values).__name__}")
+        return copick.from_file(str(path))
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        raise CopickDataError(
+            f"{path} is not a usable copick config: {_config_problem(error)}"
+        ) from error
+
+
 class CopickProjects:
     """One or more open copick projects, addressed by run keys."""
 
     def __init__(self, sources: Sequence[CopickSource]):
-        import copick
-
         if not sources:
             raise CopickDataError("no copick config given (--config path)")
         self.sources = list(sources)
@@ -105,7 +134,7 @@ class CopickProjects:
         for source in self.sources:
             if not Path(source.path).is_file():
                 raise FileNotFoundError(f"copick config not found: {source.path}")
-            self._roots.append(copick.from_file(str(source.path)))
+            self._roots.append(_open_project(Path(source.path)))
         self._runs: dict[str, RunRef] | None = None
 
     # ------------------------------------------------------------------ objects and runs
