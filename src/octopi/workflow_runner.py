@@ -8,18 +8,14 @@ Snakemake runs as ``python -m snakemake`` of this interpreter, so it finds the s
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,16 +116,6 @@ def lookup(config: WorkflowConfig, dotted: str) -> Any:
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
-
-
-def profile_executor(profile: str | Path) -> str | None:
-    """The ``executor`` a Snakemake profile folder sets (None: local)."""
-    path = Path(profile)
-    for name in ("config.yaml", "profile.yaml", "config.v8+.yaml"):
-        if (path / name).is_file():
-            values = yaml.safe_load((path / name).read_text()) or {}
-            return values.get("executor")
-    return None
 
 
 def snakemake_args(
@@ -237,11 +223,6 @@ def _forward_sigterm(process: subprocess.Popen) -> Any:
 
 # Written while a Snakemake head runs the study (by octopi model-explore): host, PID, start.
 HEAD_RECORD = ".snakemake/octopi-head.json"
-# States of ended Slurm jobs (squeue shows those only for MinJobAge, and only with -t all).
-_ENDED_STATES = frozenset(
-    {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL"}
-    | {"OUT_OF_MEMORY", "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
-)
 
 
 def _write_head_record(path: Path, pid: int) -> None:
@@ -278,160 +259,3 @@ def running_head(study_dir: str | Path) -> dict[str, Any] | None:
     except (psutil.Error, KeyError, TypeError, ValueError):
         alive = False
     return {**record, "checked": True} if alive else None
-
-
-@dataclass(frozen=True)
-class SlurmJob:
-    """A Slurm job of a study: squeue's id, state, comment (``rule_trial_wildcards_3``)."""
-
-    job_id: str
-    state: str
-    comment: str
-
-
-def study_slurm_jobs(study_dir: str | Path) -> list[SlurmJob]:
-    """This user's active Slurm jobs that Snakemake's slurm executor submitted for the study.
-
-    The executor runs every job in the study directory (``sbatch -D``) and names its rule in
-    the job comment (``rule_<rule>...`` or ``group_<group>...``); its job names change with each
-    Snakemake run, so the working directory is what identifies a study's jobs.
-    """
-    study_dir = os.path.realpath(study_dir)
-    out = _slurm(["squeue", "--me", "--noheader", "--format=%i|%T|%Z|%k"])
-    jobs = []
-    for line in out.splitlines():
-        parts = line.strip().split("|", 3)
-        if len(parts) != 4 or parts[1] in _ENDED_STATES:
-            continue
-        job_id, state, work_dir, comment = parts
-        if os.path.realpath(work_dir) == study_dir and comment.startswith(("rule_", "group_")):
-            jobs.append(SlurmJob(job_id, state, comment))
-    return jobs
-
-
-def cancel_study_jobs(
-    study_dir: str | Path, timeout_seconds: float = 180, poll_seconds: float = 1
-) -> list[SlurmJob]:
-    """``scancel`` the study's active Slurm jobs (orphans of a killed head) and wait until they
-    have ended, so that no old job still writes to a trial that the rerun resumes. Returns the
-    cancelled jobs; raises RuntimeError when some are still there after ``timeout_seconds``.
-    """
-    jobs = study_slurm_jobs(study_dir)
-    if not jobs:
-        return []
-    ids = {job.job_id for job in jobs}
-    _slurm(["scancel", *sorted(ids)])
-    deadline = time.monotonic() + timeout_seconds
-    while left := [job for job in study_slurm_jobs(study_dir) if job.job_id in ids]:
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"Slurm jobs {', '.join(j.job_id for j in left)} of {study_dir} were cancelled "
-                f"but still run after {timeout_seconds:.0f} s (squeue: "
-                f"{', '.join(j.state for j in left)}); run the command again once they are gone"
-            )
-        time.sleep(poll_seconds)
-    return jobs
-
-
-def _slurm(command: list[str]) -> str:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    except FileNotFoundError as error:
-        raise RuntimeError(
-            f"{command[0]} not found: run this on a machine with the Slurm client tools "
-            "(the login node the study was started from)"
-        ) from error
-    except subprocess.TimeoutExpired as error:
-        raise RuntimeError(f"{' '.join(command)}: no answer from Slurm within 120 s") from error
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-# --------------------------------------------------------------------------- profile install
-
-PROFILE_MANIFEST = ".octopi-profile.json"
-
-
-class ProfileModifiedError(RuntimeError):
-    """The installed profile was edited (or is not octopi's): it is kept unless forced."""
-
-
-def snakemake_profile_dir() -> Path:
-    """Where ``snakemake --profile NAME`` looks for profiles of this user (~/.config/snakemake)."""
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("snakemake", "snakemake"))
-
-
-def find_profile(name: str) -> Path | None:
-    """The folder ``--profile NAME`` means: a path, the user's installed copy, or octopi's own."""
-    import platformdirs
-
-    candidates = [
-        Path(name).expanduser(),
-        snakemake_profile_dir() / name,
-        Path(platformdirs.site_config_dir("snakemake", "snakemake")) / name,
-        workflow_root() / "profiles" / name,
-    ]
-    return next((c.resolve() for c in candidates if c.is_dir()), None)
-
-
-def install_profile(
-    name: str = "slurm", dest: str | Path | None = None, force: bool = False
-) -> tuple[Path, str]:
-    """Copy octopi's ``profiles/slurm`` to ``DEST/NAME`` (DEST: :func:`snakemake_profile_dir`).
-
-    Returns (folder, what happened: ``installed``, ``updated``, ``up to date`` or ``replaced``,
-    the last with the old copy moved to ``NAME.bak-<time>``). A copy that was edited since
-    octopi installed it (the hashes in ``.octopi-profile.json`` differ) or that octopi did not
-    install is replaced only with ``force``; otherwise :class:`ProfileModifiedError`.
-    """
-    from octopi import __version__
-
-    source = workflow_root() / "profiles" / "slurm"
-    target = (Path(dest).expanduser() if dest is not None else snakemake_profile_dir()) / name
-    wanted = _file_hashes(source)
-    manifest = {"octopi": __version__, "source": "profiles/slurm", "files": wanted}
-    action = "installed"
-    if target.exists():
-        present = _file_hashes(target)
-        try:
-            recorded = json.loads((target / PROFILE_MANIFEST).read_text())["files"]
-        except (OSError, ValueError, KeyError):
-            recorded = None
-        if present == wanted:
-            action = "up to date"
-        elif present == recorded:
-            action = "updated"
-        elif not force:
-            reference = recorded or wanted
-            keys = {*present, *reference}
-            changed = sorted(k for k in keys if present.get(k) != reference.get(k))
-            raise ProfileModifiedError(
-                f"{target} exists and "
-                + ("was changed since octopi installed it" if recorded else "is not octopi's")
-                + f" ({', '.join(changed)}): your site settings would be lost. Compare with "
-                f"`diff -ru {source} {target}`; give --force to replace it (the old copy is "
-                "kept as a backup), or --name for another profile name"
-            )
-        else:
-            backup = target.with_name(f"{name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
-            target.rename(backup)
-            action = f"replaced (old copy: {backup})"
-    if action != "up to date":
-        target.mkdir(parents=True, exist_ok=True)
-        for relative in wanted:
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / relative, target / relative)
-    (target / PROFILE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return target, action
-
-
-def _file_hashes(folder: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``folder`` but the manifest."""
-    return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != PROFILE_MANIFEST and "__pycache__" not in path.parts
-    }

@@ -280,7 +280,8 @@ def test_install_profile_keeps_an_edited_copy(tmp_path: Path, monkeypatch) -> No
     from click.testing import CliRunner
 
     from octopi.cli.explore_cmds import _resolve_profile, install_profile
-    from octopi.workflow_runner import PROFILE_MANIFEST, workflow_root
+    from octopi.snakemake_profiles import PROFILE_MANIFEST
+    from octopi.workflow_runner import workflow_root
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     packaged = workflow_root() / "profiles" / "slurm"
@@ -349,7 +350,7 @@ for id in "$@"; do grep "^$id|" "$JOBS" >> "$CANCELLED"; done
 
 
 def test_orphans_are_the_study_jobs_and_are_cancelled(tmp_path: Path, monkeypatch) -> None:
-    from octopi.workflow_runner import cancel_study_jobs, study_slurm_jobs
+    from octopi.slurm_jobs import cancel_study_jobs, study_slurm_jobs
 
     study, other = tmp_path / "study", tmp_path / "other"
     study.mkdir()

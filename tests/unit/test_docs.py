@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 import pytest
 
-from octopi import docgen
 from octopi.cli import main
+from octopi.docgen import config_reference, pages
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -120,14 +120,14 @@ def _anchors(path: Path) -> set[str]:
 
 
 def test_generated_pages_are_fresh() -> None:
-    for path, expected in docgen.expected_pages(DOCS).items():
+    for path, expected in pages.expected_pages(DOCS).items():
         assert path.is_file(), f"{path.relative_to(ROOT)} is missing: {REGENERATE}"
         assert path.read_text() == expected, f"{path.relative_to(ROOT)} is stale: {REGENERATE}"
 
 
 def test_config_reference_covers_every_model_and_field() -> None:
-    text = (DOCS / docgen.CONFIG_REFERENCE).read_text()
-    models, _ = docgen.model_order()
+    text = (DOCS / pages.CONFIG_REFERENCE).read_text()
+    models, _ = config_reference.model_order()
     for model in models:
         section = _section(text, f"## {model.__name__}")
         for name in model.model_fields:
@@ -135,7 +135,7 @@ def test_config_reference_covers_every_model_and_field() -> None:
 
 
 def test_every_config_field_has_a_description() -> None:
-    missing = docgen.missing_descriptions()
+    missing = config_reference.missing_descriptions()
     assert not missing, (
         f"config fields without a description: {missing}; give them Field(description=...) "
         "or a 'name: text' line in the model's docstring (src/octopi/config.py)"

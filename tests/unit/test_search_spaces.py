@@ -13,17 +13,12 @@ from octopi.config import (
     TrainingConfig,
     WorkflowConfig,
 )
-from octopi.models import search_spaces
+from octopi.models import training_memory
 from octopi.models.model_card import ClassInfo, ModelCard
 from octopi.models.registry import build_model
-from octopi.models.search_spaces import (
-    SEARCH_SPACE,
-    estimate_training_bytes,
-    largest_batch,
-    parse_overrides,
-    search_space_table,
-    suggest,
-)
+from octopi.models.search_spaces import SEARCH_SPACE, parse_overrides, search_space_table
+from octopi.models.training_memory import estimate_training_bytes, largest_batch
+from octopi.models.trial_sampling import suggest
 
 BASE = WorkflowConfig(
     data=DataConfig(configs=[CopickSource(path="project/copick.json")]),
@@ -127,7 +122,7 @@ def test_memory_bound_shrinks_the_batch_and_records_it() -> None:
     architecture, _ = suggest(fixed("Unet", dim_in=160, base_channel=32), "Unet", BASE, None)
     fits = estimate_training_bytes(architecture, 160, training.batch_size)
     too_many = estimate_training_bytes(architecture, 160, training.batch_size + 1)
-    budget = search_spaces.MEMORY_FRACTION * 16 * gibibyte
+    budget = training_memory.MEMORY_FRACTION * 16 * gibibyte
     assert fits <= budget < too_many
 
 
@@ -152,8 +147,8 @@ def test_memory_estimate_is_linear_in_batch_and_matches_the_calibration() -> Non
     two = estimate_training_bytes(default, 64, 2)
     params = estimate_training_bytes(default, 64, 0)
     assert two - one == one - params > 0
-    # Calibration (module comment): 375.2 saved bytes per voxel for the default UNet at 64³.
-    saved_per_voxel = (one - params) / search_spaces.ACTIVATION_OVERHEAD / 64**3
+    # Calibration (training_memory): 375.2 saved bytes per voxel for the default UNet at 64³.
+    saved_per_voxel = (one - params) / training_memory.ACTIVATION_OVERHEAD / 64**3
     assert saved_per_voxel == pytest.approx(375.2, rel=0.01)
     assert largest_batch(default, 64, 80 * 2**30) > 16
 

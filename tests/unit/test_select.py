@@ -10,10 +10,11 @@ import pytest
 from optuna.trial import TrialState
 
 from octopi.config import CopickSource, DataConfig, SearchConfig, TrainingConfig, WorkflowConfig
-from octopi.models.search_spaces import suggest
+from octopi.models.trial_sampling import suggest
 from octopi.search import slots
 from octopi.search.select import select_best, trials_table
 from octopi.search.storage import StudyMismatchError, open_study
+from octopi.search.trial_configs import TRIAL_CONFIG_NAME
 
 WORKFLOW = WorkflowConfig(
     data=DataConfig(configs=[CopickSource(path="unused/copick.json")]),
@@ -37,7 +38,7 @@ def add_trial(study_dir: Path, study, slot: int, state: TrialState, value: float
         f"{epoch},{1.0 / epoch},{(value or 0.1) * epoch / 3}" for epoch in (1, 2, 3)
     ]
     (folder / "epochs.csv").write_text("\n".join(rows) + "\n")
-    (folder / slots.TRIAL_CONFIG_NAME).write_text(
+    (folder / TRIAL_CONFIG_NAME).write_text(
         json.dumps(
             {
                 "architecture": architecture.model_dump(mode="json"),

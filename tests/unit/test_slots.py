@@ -20,7 +20,7 @@ from octopi.config import (
     WorkflowConfig,
 )
 from octopi.data.split import RunSplit
-from octopi.models.search_spaces import suggest
+from octopi.models.trial_sampling import suggest
 from octopi.search import slots
 from octopi.search.slots import SlotBusyError, run_trial_slot
 from octopi.search.storage import (
@@ -194,7 +194,8 @@ def test_a_killed_slot_resumes_the_same_trial_from_its_checkpoint(
 
     with monkeypatch.context() as patch:
         patch.setattr(trainer, "train_model", killed_after_epoch_1)
-        patch.setattr(slots, "_fail", lambda *args: None)  # a killed process cannot tell FAIL
+        # a killed process cannot tell FAIL
+        patch.setattr(slots, "record_failure", lambda *args: None)
         with pytest.raises(Killed):
             run_trial_slot(study_dir, 0, workflow, split, "none", search_space_overrides=TINY_SPACE)
     folder = slots.trial_dir(study_dir, 0)

@@ -138,7 +138,7 @@ def _resolve_profile(profile: str | None) -> tuple[str | None, str | None]:
     ``--profile slurm`` is the user's copy (``octopi install-profile``, where the site settings
     live) if there is one, else the packaged ``profiles/slurm``.
     """
-    from octopi.workflow_runner import find_profile, profile_executor
+    from octopi.snakemake_profiles import find_profile, profile_executor
 
     if profile is None:
         return None, None
@@ -215,6 +215,7 @@ def _recover(study_dir: Path, executor: str | None) -> None:
     """Before ``--resume``: refuse while the study's head still runs; on Slurm, cancel the jobs
     a killed head left behind (their trials resume from their checkpoints in the rerun)."""
     from octopi import workflow_runner as runner
+    from octopi.slurm_jobs import cancel_study_jobs
 
     head = runner.running_head(study_dir)
     if head is not None and head["checked"]:
@@ -232,7 +233,7 @@ def _recover(study_dir: Path, executor: str | None) -> None:
     if executor != "slurm":
         return
     try:
-        cancelled = runner.cancel_study_jobs(study_dir)
+        cancelled = cancel_study_jobs(study_dir)
     except RuntimeError as error:
         raise click.ClickException(f"could not cancel the study's Slurm jobs: {error}") from error
     if cancelled:
@@ -408,8 +409,8 @@ def install_profile(name, dest, force) -> None:
     --profile slurm` uses that copy too. Rerun after upgrading octopi: an unedited copy is
     updated, an edited one is kept unless --force.
     """
-    from octopi.workflow_runner import ProfileModifiedError
-    from octopi.workflow_runner import install_profile as install
+    from octopi.snakemake_profiles import ProfileModifiedError
+    from octopi.snakemake_profiles import install_profile as install
 
     try:
         target, action = install(name, dest, force=force)

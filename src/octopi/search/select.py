@@ -26,8 +26,9 @@ from octopi import tracking
 from octopi.config import WorkflowConfig
 from octopi.io_utils import atomic_path, atomic_write_json, atomic_write_text
 from octopi.search.plots import write_study_plots
-from octopi.search.slots import TRIAL_CONFIG_NAME, trial_dir
+from octopi.search.slots import trial_dir
 from octopi.search.storage import PARENT_RUN_NAME, StudyMismatchError, load_study
+from octopi.search.trial_configs import TRIAL_CONFIG_NAME
 
 log = logging.getLogger(__name__)
 

@@ -13,29 +13,38 @@
 
 MLflow: one experiment per study name, one parent run per study (its id kept per tracking URI
 in ``mlflow_parent_run.json``), one nested run per slot, resumed with the checkpoint.
+
+The slot's records (``result.json``, ``error.json``) are in :mod:`octopi.search.slot_results`;
+the configs it trains with (``trial_config.yaml``) in :mod:`octopi.search.trial_configs`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import TrialState
 
 from octopi import tracking
-from octopi.config import ModelArchitecture, TrainingConfig, WorkflowConfig
+from octopi.config import WorkflowConfig
 from octopi.data.split import RunSplit
-from octopi.io_utils import atomic_write_json, atomic_write_yaml
+from octopi.io_utils import atomic_write_json
 from octopi.models.search_spaces import load_overrides
+from octopi.search.slot_results import (
+    ERROR_NAME,
+    RESULT_NAME,
+    SlotResult,
+    checkpoint_summary,
+    finished_result,
+    placement,
+    record_failure,
+)
 from octopi.search.storage import (
     LockHeldError,
     file_lock,
@@ -43,13 +52,11 @@ from octopi.search.storage import (
     open_study,
     study_parent_run,
 )
+from octopi.search.trial_configs import configs_for_trial
 
 log = logging.getLogger(__name__)
 
 TRIALS_DIR = "trials"
-RESULT_NAME = "result.json"
-TRIAL_CONFIG_NAME = "trial_config.yaml"
-ERROR_NAME = "error.json"
 SEARCH_SPACE_NAME = "search_space.yaml"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -58,65 +65,8 @@ class SlotBusyError(RuntimeError):
     """Another process holds the slot's lock (it is running this slot right now)."""
 
 
-@dataclass(frozen=True)
-class SlotResult:
-    """What one slot ended with (``trials/<slot>/result.json``, plus ``reused``).
-
-    ``state`` is COMPLETE or PRUNED; ``best_metric`` is the study metric's best validation
-    value (the Optuna value of a COMPLETE trial); timings are seconds of this attempt:
-    ``seconds_training`` inside ``train_model``, ``seconds_overhead`` the rest (study, sampler,
-    MLflow, writes), per phase in ``seconds_phases`` (wall) and ``cpu_seconds_phases``.
-    ``reused`` is True when the slot had already finished and nothing ran. ``training``
-    holds what ``train_model`` reported (its ``result.json``, which this file replaces).
-    ``placement`` says where and when this attempt ran (:func:`_placement`).
-    """
-
-    slot: int
-    state: str
-    trial_number: int
-    params: dict[str, Any]
-    metric_name: str
-    best_metric: float | None
-    best_epoch: int | None
-    epochs_completed: int
-    resumed_from_epoch: int
-    seconds_total: float
-    seconds_training: float
-    seconds_overhead: float
-    trial_dir: str
-    seconds_phases: dict[str, float] = field(default_factory=dict)
-    cpu_seconds_phases: dict[str, float] = field(default_factory=dict)
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    placement: dict[str, Any] = field(default_factory=dict)
-    reused: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("reused")
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], reused: bool = False) -> SlotResult:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names and k != "reused"}, reused=reused)
-
-
 def trial_dir(study_dir: str | Path, slot: int) -> Path:
     return Path(study_dir) / TRIALS_DIR / str(slot)
-
-
-def device_memory_bytes(device: str | None = None) -> int | None:
-    """Memory of the device a trial trains on: the CUDA device's total, else available RAM."""
-    import psutil
-    import torch
-
-    from octopi.runtime import select_device
-
-    chosen = select_device(device)
-    if chosen.type == "cuda":
-        return int(torch.cuda.get_device_properties(chosen).total_memory)
-    return int(psutil.virtual_memory().available)
 
 
 def run_trial_slot(
@@ -135,9 +85,10 @@ def run_trial_slot(
 
     ``tracking_uri`` None → ``sqlite:///<study_dir>/mlflow.db``; ``"none"`` turns MLflow off.
     ``search_space_overrides`` None → ``<study_dir>/search_space.yaml`` (if any).
-    ``memory_bytes`` None → :func:`device_memory_bytes`. Training errors mark the trial FAIL,
-    write ``error.json`` and propagate (``checkpoint.pt`` stays for the retry). Raises
-    :class:`SlotBusyError` when another process is running the slot.
+    ``memory_bytes`` None → :func:`~octopi.search.trial_configs.device_memory_bytes`.
+    Training errors mark the trial FAIL, write ``error.json`` and propagate (``checkpoint.pt``
+    stays for the retry). Raises :class:`SlotBusyError` when another process is running the
+    slot.
     """
     start = time.perf_counter()
     study_dir = Path(study_dir).resolve()
@@ -176,7 +127,7 @@ def run_trial_slot(
         mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("slot") == slot]
         done = [t for t in mine if t.state in FINISHED]
         if done:
-            return _finished_result(folder, done[-1], workflow.training.best_metric)
+            return finished_result(folder, done[-1], workflow.training.best_metric)
         trial, resumed = _new_trial(study, slot, mine)
         phases.lap("new_trial")
         attempt = _Attempt(
@@ -192,7 +143,7 @@ def run_trial_slot(
                 memory_bytes,
             )
         except BaseException as error:
-            _fail(study, trial, folder, error)
+            record_failure(study, trial, folder, error)
             raise
 
 
@@ -244,7 +195,9 @@ def _run_trial(
     search, metric = workflow.search, workflow.training.best_metric
     phases = attempt.phases
     phases.lap("imports")  # torch, MONAI and the trainer: paid once per process, by any trial
-    architecture, training = _configs(trial, folder, workflow, overrides, device, memory_bytes)
+    architecture, training = configs_for_trial(
+        trial, folder, workflow, overrides, device, memory_bytes
+    )
     phases.lap("suggest")
     uri = tracking_uri or tracking.default_tracking_uri(attempt.study_dir)
     parent = study_parent_run(attempt.study_dir, uri, search.study_name)
@@ -282,7 +235,7 @@ def _run_trial(
         ).to_dict()
     except optuna.TrialPruned:
         state = TrialState.PRUNED
-        summary = _checkpoint_summary(folder)
+        summary = checkpoint_summary(folder)
     seconds_training = phases.lap("training")
 
     value = summary.get("best_metric")
@@ -315,29 +268,12 @@ def _run_trial(
         cpu_seconds_phases=dict(phases.cpu),
         user_attrs=dict(frozen.user_attrs),
         training=summary,
-        placement=_placement(),
+        placement=placement(),
     )
     (folder / ERROR_NAME).unlink(missing_ok=True)
     atomic_write_json(folder / RESULT_NAME, result.to_dict())  # last: marks the slot done
     log.info("slot %d %s (%s)", slot, state.name, "repeat" if attempt.resumed else "new")
     return result
-
-
-def _placement() -> dict[str, Any]:
-    """Host, Slurm job, GPU (``CUDA_VISIBLE_DEVICES`` as the trial saw it) and the process's
-    start and end (Unix seconds): which job ran the attempt, and what ran at the same time."""
-    import os
-    import socket
-
-    import psutil
-
-    return {
-        "host": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "process_started": round(psutil.Process().create_time(), 3),
-        "finished": round(time.time(), 3),
-    }
 
 
 def _new_trial(
@@ -379,111 +315,3 @@ def _new_trial(
     study_id = storage.get_study_id_from_name(study.study_name)
     trial_id = storage.create_new_trial(study_id, template_trial=template)
     return optuna.Trial(study, trial_id), True
-
-
-def _configs(
-    trial: optuna.Trial,
-    folder: Path,
-    workflow: WorkflowConfig,
-    overrides: dict[str, Any],
-    device: str | None,
-    memory_bytes: int | None,
-) -> tuple[ModelArchitecture, TrainingConfig]:
-    """The trial's architecture and training settings.
-
-    A repeated slot reuses ``trial_config.yaml`` so the checkpoint's config matches even if
-    the device (hence the memory bound) changed; otherwise draw from the search space.
-    """
-    from pydantic import TypeAdapter
-
-    from octopi.models.search_spaces import suggest
-
-    path = folder / TRIAL_CONFIG_NAME
-    if path.is_file():
-        stored = yaml.safe_load(path.read_text()) or {}
-        if stored.get("params") == dict(trial.params) and trial.params:
-            architecture = TypeAdapter(ModelArchitecture).validate_python(stored["architecture"])
-            return architecture, TrainingConfig.model_validate(stored["training"])
-    if memory_bytes is None:
-        memory_bytes = device_memory_bytes(device)
-    architecture, training = suggest(
-        trial, workflow.search.model_type, workflow, memory_bytes, overrides=overrides
-    )
-    atomic_write_yaml(
-        path,
-        {
-            "trial_number": trial.number,
-            "params": dict(trial.params),
-            "user_attrs": dict(trial.user_attrs),
-            "architecture": architecture.model_dump(mode="json"),
-            "training": training.model_dump(mode="json"),
-        },
-    )
-    return architecture, training
-
-
-def _checkpoint_summary(folder: Path) -> dict[str, Any]:
-    """Progress fields of a pruned run, from its checkpoint (written before the prune)."""
-    from octopi.training.checkpoint import load_checkpoint
-    from octopi.training.plan import CHECKPOINT_NAME
-
-    state = load_checkpoint(folder / CHECKPOINT_NAME)
-    return {
-        "best_metric": state.get("best_metric"),
-        "best_epoch": state.get("best_epoch"),
-        "epochs_completed": state.get("epoch"),
-        "num_epochs": (state.get("config") or {}).get("training", {}).get("num_epochs"),
-        "tracking_run_id": state.get("tracking_run_id"),
-        "output_dir": str(folder),
-    }
-
-
-def _fail(study: optuna.Study, trial: optuna.Trial, folder: Path, error: BaseException) -> None:
-    """Mark the trial FAIL and record why in ``error.json`` (best effort: never masks error)."""
-    try:
-        trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:1000])
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-    except Exception as tell_error:  # noqa: BLE001
-        log.warning("could not mark trial %d FAIL: %s", trial.number, tell_error)
-    try:
-        atomic_write_json(
-            folder / ERROR_NAME,
-            {
-                "trial_number": trial.number,
-                "error": f"{type(error).__name__}: {error}",
-                "traceback": traceback.format_exception(error),
-                "resume": "rerun the same slot: it repeats these parameters from checkpoint.pt",
-            },
-        )
-    except Exception as write_error:  # noqa: BLE001
-        log.warning("could not write %s: %s", folder / ERROR_NAME, write_error)
-
-
-def _finished_result(folder: Path, trial: optuna.trial.FrozenTrial, metric: str) -> SlotResult:
-    """The recorded result of a finished slot; rebuilt from the trial if ``result.json`` is
-    missing (a crash between telling Optuna and writing it)."""
-    path = folder / RESULT_NAME
-    if path.is_file():
-        data = json.loads(path.read_text())
-        if data.get("trial_number") == trial.number and "state" in data:
-            return SlotResult.from_dict(data, reused=True)
-    training = json.loads(path.read_text()) if path.is_file() else {}
-    result = SlotResult(
-        slot=int(trial.user_attrs["slot"]),
-        state=trial.state.name,
-        trial_number=trial.number,
-        params=dict(trial.params),
-        metric_name=metric,
-        best_metric=trial.value,
-        best_epoch=trial.user_attrs.get("best_epoch"),
-        epochs_completed=int(trial.user_attrs.get("epochs_completed") or 0),
-        resumed_from_epoch=int(training.get("resumed_from_epoch") or 0),
-        seconds_total=0.0,
-        seconds_training=0.0,
-        seconds_overhead=0.0,
-        trial_dir=str(folder),
-        user_attrs=dict(trial.user_attrs),
-        training=training,
-    )
-    atomic_write_json(path, result.to_dict())
-    return SlotResult.from_dict(result.to_dict(), reused=True)
