@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "model-explore": "octopi.cli.explore_cmds:model_explore",
     "explore-trial": "octopi.cli.search_cmds:explore_trial",
     "select-best": "octopi.cli.search_cmds:select_best",
-    "evaluate-test": "octopi.cli.explore_cmds:evaluate_test",
+    "evaluate-test": "octopi.cli.search_cmds:evaluate_test",
     "install-profile": "octopi.cli.explore_cmds:install_profile",
     "schema": "octopi.cli.data_cmds:schema",
 }

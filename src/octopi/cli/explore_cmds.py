@@ -1,4 +1,4 @@
-"""`octopi model-explore` (plans and runs the Snakemake study) and `octopi evaluate-test`."""
+"""`octopi model-explore` (plans and runs the Snakemake study) and `octopi install-profile`."""
 
 from __future__ import annotations
 
@@ -352,44 +352,6 @@ def model_explore(
     if runner.run_snakemake(report_args, env) != 0:
         click.echo(f"warning: the HTML report could not be made ({report})", err=True)
     click.echo(f"study finished: best model in {study_dir / 'best'}, report {report}")
-
-
-@click.command("evaluate-test")
-@click.option(
-    "--study-dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Study directory holding best/.",
-)
-@click.option(
-    "--study-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Workflow config.  [default: STUDY_DIR/config.yaml]",
-)
-@click.option(
-    "--split",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="split.json with the test runs.  [default: STUDY_DIR/split.json]",
-)
-@friendly_errors
-def evaluate_test(study_dir, study_config, split) -> None:
-    """Score the study's best model on its test runs (STUDY_DIR/test/metrics.json)."""
-    from octopi.cli.search_cmds import load_split
-    from octopi.gpu_slots import claim_gpu
-    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
-
-    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
-    run_split = load_split(split or study_dir / "split.json")
-    with claim_gpu():
-        from octopi.search.evaluate_test import METRICS_PATH
-        from octopi.search.evaluate_test import evaluate_test as run_evaluation
-
-        metrics = run_evaluation(study_dir, workflow, run_split)
-    click.echo(
-        f"test runs {', '.join(metrics['test_runs'])}: {metrics['best_metric']} = "
-        f"{metrics['best_metric_value']:.4f}, weighted F{metrics['beta']:g} = "
-        f"{metrics['weighted_fbeta']:.4f} → {study_dir / METRICS_PATH}"
-    )
 
 
 @click.command("install-profile")

@@ -1,8 +1,10 @@
-"""``octopi explore-trial`` (one trial slot of a study) and ``octopi select-best``.
+"""``octopi explore-trial`` (one trial slot of a study), ``octopi select-best`` and
+``octopi evaluate-test``.
 
-Thin wrappers over :func:`octopi.search.slots.run_trial_slot` and
-:func:`octopi.search.select.select_best`; the Snakemake rules ``trial`` and ``select_best``
-call them with the study folder as working directory.
+Thin wrappers over :func:`octopi.search.slots.run_trial_slot`,
+:func:`octopi.search.select.select_best` and :func:`octopi.search.evaluate_test.evaluate_test`;
+the Snakemake rules ``trial``, ``select_best`` and ``evaluate_test`` call them with the study
+folder as working directory.
 """
 
 from __future__ import annotations
@@ -154,3 +156,40 @@ def select_best(study_dir, study_config, tracking_uri):
     click.echo(f"model: {summary.best_dir}; table: {summary.trials_csv}")
     for name, outcome in summary.plots.items():
         click.echo(f"plot {name}: {outcome}")
+
+
+@click.command("evaluate-test")
+@click.option(
+    "--study-dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Study directory holding best/.",
+)
+@click.option(
+    "--study-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Workflow config.  [default: STUDY_DIR/config.yaml]",
+)
+@click.option(
+    "--split",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="split.json with the test runs.  [default: STUDY_DIR/split.json]",
+)
+@friendly_errors
+def evaluate_test(study_dir, study_config, split) -> None:
+    """Score the study's best model on its test runs (STUDY_DIR/test/metrics.json)."""
+    from octopi.gpu_slots import claim_gpu
+    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
+
+    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
+    run_split = load_split(split or study_dir / "split.json")
+    with claim_gpu():
+        from octopi.search.evaluate_test import METRICS_PATH
+        from octopi.search.evaluate_test import evaluate_test as run_evaluation
+
+        metrics = run_evaluation(study_dir, workflow, run_split)
+    click.echo(
+        f"test runs {', '.join(metrics['test_runs'])}: {metrics['best_metric']} = "
+        f"{metrics['best_metric_value']:.4f}, weighted F{metrics['beta']:g} = "
+        f"{metrics['weighted_fbeta']:.4f} → {study_dir / METRICS_PATH}"
+    )
