@@ -134,6 +134,7 @@ def test_dry_run_plans_with_the_new_config_and_writes_nothing(
         if "--dry-run" not in args:
             assert workflow_runner.PLANNED_CONFIG_ENV not in (env or {})
             return 0
+        Path(args[args.index("--directory") + 1]).mkdir(parents=True, exist_ok=True)  # as it does
         path = Path(env[workflow_runner.PLANNED_CONFIG_ENV])
         assert args[args.index("--configfile") + 1] == str(path)
         planned.append(
@@ -153,6 +154,9 @@ def test_dry_run_plans_with_the_new_config_and_writes_nothing(
     assert planned[-1][1].search.num_trials == 1000
     assert "--dry-run" in planned[-1][0] and "--rerun-incomplete" not in planned[-1][0]
     assert not Path(planned[-1][0][planned[-1][0].index("--configfile") + 1]).exists()
+    nested = tmp_path / "new" / "studies" / "s"
+    assert explore("--config", copick_config, "--output", nested, "--dry-run").exit_code == 0
+    assert not (tmp_path / "new").exists()
 
     assert explore(*base, "--num-trials", "4").exit_code == 0  # the real start (faked)
     before = (study / "config.yaml").read_text()

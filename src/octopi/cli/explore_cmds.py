@@ -190,10 +190,14 @@ def _dry_run(
 ) -> None:
     """Plan the study with ``config`` and change nothing: the config goes to a temporary file
     (the workflow reads it through ``PLANNED_CONFIG_ENV``), a study folder that did not exist
-    is removed again, and with --resume nothing is unlocked or cancelled."""
+    is removed again (with any parent folder Snakemake made for it), and with --resume
+    nothing is unlocked or cancelled."""
     from octopi import workflow_runner as runner
 
     new_folder = not study_dir.exists()
+    made = study_dir  # the outermost folder that does not exist yet
+    while not made.parent.exists():
+        made = made.parent
     try:
         with tempfile.TemporaryDirectory(prefix="octopi-dry-run-") as planned_dir:
             runner.write_study_config(planned_dir, config)
@@ -203,7 +207,7 @@ def _dry_run(
             status = runner.run_snakemake(args, env)
     finally:
         if new_folder:
-            shutil.rmtree(study_dir, ignore_errors=True)
+            shutil.rmtree(made, ignore_errors=True)
     _check_status(status, study_dir)
     click.echo(
         "dry run: nothing was run or written; the same command without --dry-run "
