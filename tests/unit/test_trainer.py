@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -23,14 +21,8 @@ from octopi.config import (
 )
 from octopi.data.copick_io import CopickDataError
 from octopi.models.model_card import ClassInfo, ModelCard
-from octopi.models.registry import build_model, load_model
-from octopi.training.checkpoint import (
-    capture_rng_state,
-    config_differences,
-    cpu_state_dict,
-    epoch_seed,
-    restore_rng_state,
-)
+from octopi.models.registry import load_model
+from octopi.training.checkpoint import cpu_state_dict
 from octopi.training.trainer import OUTPUT_FILES, TrainingInterrupted, TrainResult, train_model
 from octopi.training.validation import Validator
 
@@ -395,45 +387,3 @@ def test_an_output_path_that_is_a_file_is_refused(tiny_project, tmp_path: Path) 
     target.write_text("x")
     with pytest.raises(FileExistsError, match="not a folder"):
         train_model(tiny_data(tiny_project), tiny_training(), TINY_ARCH, target, **SETTINGS)
-
-
-def test_fresh_model_weights_depend_on_the_seed_only() -> None:
-    card = ModelCard(
-        architecture=TINY_ARCH,
-        dim_in=16,
-        classes=[ClassInfo(name="a", label=1, radius_angstrom=50)],
-        voxel_size_angstrom=10,
-        tomo_algorithms=["wbp"],
-    )
-    torch.manual_seed(1)
-    first = cpu_state_dict(build_model(card))
-    torch.manual_seed(1)
-    assert states_equal(first, cpu_state_dict(build_model(card)))
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def test_rng_state_round_trip() -> None:
-    state = capture_rng_state()
-    drawn = (random.random(), np.random.random(), torch.rand(1))  # noqa: NPY002
-    restore_rng_state(state)
-    again = (random.random(), np.random.random(), torch.rand(1))  # noqa: NPY002
-    assert drawn[:2] == again[:2] and torch.equal(drawn[2], again[2])
-
-
-def test_epoch_seeds_differ_and_repeat() -> None:
-    assert epoch_seed(42, 1) == epoch_seed(42, 1)
-    assert len({epoch_seed(42, e) for e in range(100)} | {epoch_seed(43, 1)}) == 101
-    assert 0 <= epoch_seed(-5, 3) < 2**63
-
-
-def test_config_differences_name_the_changed_keys() -> None:
-    old = {"training": {"lr": 0.001, "loss": {"name": "tversky"}}, "split": {"train": ["a"]}}
-    new = {"training": {"lr": 0.002, "loss": {"name": "tversky"}}, "extra": 1}
-    assert config_differences(old, new) == [
-        "extra: <absent> → 1",
-        "split: {'train': ['a']} → <absent>",
-        "training.lr: 0.001 → 0.002",
-    ]
-    assert config_differences(old, old) == []
