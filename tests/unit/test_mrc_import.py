@@ -69,7 +69,7 @@ def test_fourier_rescale_to_a_coarser_voxel_size(project: Path, tmp_path: Path) 
         ImportConfig(config=project, input_dir=tmp_path / "mrc", output_voxel_size_angstrom=10.0),
         show_progress=False,
     )
-    assert (item.source_voxel_size_angstrom, item.voxel_size_angstrom) == (5.0, 10.0)
+    assert (item.source_voxel_size_zyx_angstrom, item.voxel_size_angstrom) == ((5.0,) * 3, 10.0)
     assert item.shape_zyx == (8, 12, 16)
     loaded = read_back(project, "run1", 10.0)
     assert loaded.shape == (8, 12, 16)

@@ -109,14 +109,16 @@ def _config_problem(error: Exception) -> str:
 
 
 def _open_project(path: Path):
-    """``copick.from_file`` with a config that is checked to be a JSON object first."""
+    """The copick project of config ``path``, read once and checked to be a JSON object
+    before copick parses it (``copick.from_file`` is a read plus ``from_string``)."""
     import copick
 
     try:
-        values = json.loads(path.read_text())
+        text = path.read_text()
+        values = json.loads(text)
         if not isinstance(values, dict):
             raise CopickDataError(f"expected a JSON object, found {type(values).__name__}")
-        return copick.from_file(str(path))
+        return copick.from_string(text)
     except (ValueError, TypeError, AttributeError, KeyError) as error:
         raise CopickDataError(
             f"{path} is not a usable copick config: {_config_problem(error)}"

@@ -37,11 +37,6 @@ class ImportedTomogram:
     voxel_size_angstrom: float
 
     @property
-    def source_voxel_size_angstrom(self) -> float:
-        """The header's X voxel size (the one size of isotropic voxels)."""
-        return self.source_voxel_size_zyx_angstrom[2]
-
-    @property
     def resampled(self) -> bool:
         return any(v != self.voxel_size_angstrom for v in self.source_voxel_size_zyx_angstrom)
 
