@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from scipy.spatial import cKDTree
 from skimage.segmentation import watershed
 
 from octopi.config import LocalizeConfig
+from octopi.inference.centers import fit_sphere_center, greedy_separate
 
 __all__ = ["ClassPicks", "LocalizeClass", "LocalizeConfig", "localize"]
 
@@ -26,8 +26,6 @@ __all__ = ["ClassPicks", "LocalizeClass", "LocalizeConfig", "localize"]
 # separate boxes (so a crowded tomogram does not chain into one huge box), large enough that the
 # coarse grid is ~1/64 of the volume.
 _BLOCK_VOXELS = 4
-# Fewer boundary voxels than this make a sphere fit meaningless; fall back to the peak voxel.
-_MIN_FIT_POINTS = 20
 # Label volumes with at most this foreground fraction are indexed sparsely (one pass for all
 # classes); denser ones, such as an untrained network's argmax, get one mask per class.
 _SPARSE_FOREGROUND_FRACTION = 0.05
@@ -317,7 +315,7 @@ def _split_component(
     candidates = np.argwhere((distance == local_max) & component)
     heights = distance[tuple(candidates.T)]
     order = np.argsort(-heights, kind="stable")
-    keep = order[_greedy_separate(candidates[order].astype(np.float64), separation)]
+    keep = order[greedy_separate(candidates[order].astype(np.float64), separation)]
     peaks, heights = candidates[keep], heights[keep]
 
     if len(peaks) == 1:
@@ -345,51 +343,13 @@ def _split_component(
     found = []
     for region_id, start, stop in zip(kept, starts, stops, strict=True):
         peak, height = peaks[region_id - 1], heights[region_id - 1]
-        center = _fit_sphere_center(outline_coords[start:stop], peak, height)
+        center = fit_sphere_center(outline_coords[start:stop], peak, height)
         if weights is None:
             value = float(sizes[region_id] / scale.sphere_voxels)
         else:
             value = float(weight_sums[region_id] / sizes[region_id])
         found.append((center, value))
     return found
-
-
-def _fit_sphere_center(points: np.ndarray, peak: np.ndarray, height: float) -> np.ndarray:
-    """Least-squares sphere centre of a region's outline voxels (K, 3).
-
-    The centroid of a region cut by a watershed boundary is pulled away from the cut (by ~0.09 r
-    for two spheres 1.2 r apart), whereas a sphere fit to the uncut outline is not. Falls back
-    to the peak voxel when there are too few points or the fit wanders implausibly far.
-    """
-    peak = peak.astype(np.float64)
-    if len(points) < _MIN_FIT_POINTS:
-        return peak
-    # |p|^2 = 2 p.c + (r^2 - |c|^2) is linear in (c, r^2 - |c|^2); centring on the peak keeps the
-    # system well conditioned.
-    relative = points - peak
-    design = np.column_stack([2.0 * relative, np.ones(len(relative))])
-    target = (relative**2).sum(axis=1)
-    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
-    shift = solution[:3]
-    if not np.all(np.isfinite(shift)) or np.linalg.norm(shift) > max(1.5, 0.5 * height):
-        return peak
-    return peak + shift
-
-
-def _greedy_separate(points: np.ndarray, separation: float) -> np.ndarray:
-    """Indices of points kept when walking them in order and dropping any within ``separation``
-    of an already kept one. Points (K, 3) must be sorted best first."""
-    if len(points) <= 1 or separation <= 0:
-        return np.arange(len(points))
-    tree = cKDTree(points)
-    suppressed = np.zeros(len(points), dtype=bool)
-    keep = []
-    for i in range(len(points)):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed[tree.query_ball_point(points[i], r=separation)] = True
-    return np.asarray(keep, dtype=np.intp)
 
 
 def _separate(centers: list[np.ndarray], scores: list[float], separation: float) -> ClassPicks:
@@ -400,6 +360,6 @@ def _separate(centers: list[np.ndarray], scores: list[float], separation: float)
     values = np.asarray(scores, dtype=np.float32)
     order = np.argsort(-values, kind="stable")
     # Separation is "at least", so shave a hair off the radius to keep picks exactly that far apart.
-    kept = order[_greedy_separate(points[order], separation * (1 - 1e-9))]
+    kept = order[greedy_separate(points[order], separation * (1 - 1e-9))]
     kept.sort()
     return ClassPicks(points[kept], values[kept])
