@@ -1,4 +1,4 @@
-"""Checkpoint helpers of the trainer: RNG state, epoch seeds, config differences, fresh weights."""
+"""Checkpoint helpers of the trainer: RNG state, epoch seeds, fresh weights."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from octopi.models.model_card import ClassInfo, ModelCard
 from octopi.models.registry import build_model
 from octopi.training.checkpoint import (
     capture_rng_state,
-    config_differences,
     cpu_state_dict,
     epoch_seed,
     restore_rng_state,
@@ -51,14 +50,3 @@ def test_epoch_seeds_differ_and_repeat() -> None:
     assert epoch_seed(42, 1) == epoch_seed(42, 1)
     assert len({epoch_seed(42, e) for e in range(100)} | {epoch_seed(43, 1)}) == 101
     assert 0 <= epoch_seed(-5, 3) < 2**63
-
-
-def test_config_differences_name_the_changed_keys() -> None:
-    old = {"training": {"lr": 0.001, "loss": {"name": "tversky"}}, "split": {"train": ["a"]}}
-    new = {"training": {"lr": 0.002, "loss": {"name": "tversky"}}, "extra": 1}
-    assert config_differences(old, new) == [
-        "extra: <absent> → 1",
-        "split: {'train': ['a']} → <absent>",
-        "training.lr: 0.001 → 0.002",
-    ]
-    assert config_differences(old, old) == []

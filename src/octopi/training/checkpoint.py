@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic saving, loading, RNG states and config comparison.
+"""Training checkpoints: atomic saving, loading and RNG states.
 
 A checkpoint (``checkpoint.pt``) is a dict of plain data and tensors, loadable with
 ``torch.load(weights_only=True)``:
@@ -89,24 +89,3 @@ def seed_epoch(seed: int, epoch: int) -> None:
     random.seed(value)
     np.random.seed(value % 2**32)  # noqa: NPY002 - third-party code still draws from it
     torch.manual_seed(value)
-
-
-def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Human-readable differences between two nested plain-data configs.
-
-    Returns lines ``"key.path: old → new"`` (``<absent>`` for missing keys), sorted.
-    """
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        lines: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old:
-                lines.append(f"{path}: <absent> → {new[key]!r}")
-            elif key not in new:
-                lines.append(f"{path}: {old[key]!r} → <absent>")
-            else:
-                lines.extend(config_differences(old[key], new[key], path))
-        return lines
-    if old != new:
-        return [f"{prefix or 'config'}: {old!r} → {new!r}"]
-    return []

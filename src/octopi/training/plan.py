@@ -28,11 +28,12 @@ from octopi.config import (
     TrainingConfig,
     UnetConfig,
 )
+from octopi.config_diff import config_differences, listing
 from octopi.data.copick_io import CopickDataError, CopickProjects
 from octopi.data.split import RunSplit, discover_runs, split_runs
 from octopi.models.model_card import ClassInfo, ModelCard
 from octopi.models.registry import build_model, check_patch_size, load_model
-from octopi.training.checkpoint import config_differences, load_checkpoint
+from octopi.training.checkpoint import load_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "train_config.yaml"
@@ -268,10 +269,8 @@ def _refuse_if_different(output_dir: Path, source: Path, stored: dict, resolved:
     differences = config_differences(stored, resolved)
     if not differences:
         return
-    shown = "\n  ".join(differences[:12])
-    more = f"\n  … and {len(differences) - 12} more" if len(differences) > 12 else ""
     raise FileExistsError(
         f"--output {output_dir} holds a training run with different settings ({source.name}):"
-        f"\n  {shown}{more}\nchoose a new --output for these settings, or rerun with the "
+        f"\n{listing(differences)}\nchoose a new --output for these settings, or rerun with the "
         f"original ones to resume; nothing was written"
     )
