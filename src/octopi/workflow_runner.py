@@ -28,10 +28,6 @@ STUDY_CONFIG = "config.yaml"
 # A dry run plans with the config it would write, kept elsewhere: the workflow reads this
 # variable's file instead of config.yaml (so the study folder is not touched).
 PLANNED_CONFIG_ENV = "OCTOPI_PLANNED_CONFIG"
-# Settings that may change in a running study: more (or fewer) trial slots.
-MUTABLE_KEYS = frozenset({"search.num_trials"})
-# Sections a changed value of would invalidate the trials already run.
-STUDY_SECTIONS = ("data", "training", "search")
 
 
 def workflow_root() -> Path:
@@ -83,39 +79,6 @@ def write_study_config(study_dir: str | Path, config: WorkflowConfig) -> bool:
         return False
     atomic_write_yaml(path, values)
     return True
-
-
-def study_started(study_dir: str | Path) -> bool:
-    """Whether any step of the study has produced output (beyond its config)."""
-    study_dir = Path(study_dir)
-    return any((study_dir / name).exists() for name in ("runs.json", "trials", "optuna.journal"))
-
-
-def config_differences(old: WorkflowConfig, new: WorkflowConfig) -> list[str]:
-    """Dotted keys of data/training/search whose value differs, except the mutable ones."""
-    differences: list[str] = []
-    for section in STUDY_SECTIONS:
-        before = getattr(old, section).model_dump(mode="json")
-        after = getattr(new, section).model_dump(mode="json")
-        differences += _diff(before, after, section)
-    return [key for key in differences if key not in MUTABLE_KEYS]
-
-
-def _diff(before: Any, after: Any, prefix: str) -> list[str]:
-    if isinstance(before, dict) and isinstance(after, dict):
-        keys = list(dict.fromkeys([*before, *after]))
-        return [
-            k for key in keys for k in _diff(before.get(key), after.get(key), f"{prefix}.{key}")
-        ]
-    return [] if before == after else [prefix]
-
-
-def lookup(config: WorkflowConfig, dotted: str) -> Any:
-    """The value at a dotted key such as ``training.num_epochs``."""
-    value: Any = config.model_dump(mode="json")
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def snakemake_args(

@@ -147,7 +147,7 @@ def test_missing_copick_config_and_overrides_are_refused(tmp_path: Path) -> None
     assert out.returncode != 0 and "copick config(s) not found" in out.stdout, out.stdout
     (tmp_path / "absent.json").write_text("{}")
     out = snakemake(study, "--dry-run", "--config", "search={study_name: other}")
-    assert out.returncode != 0 and "edit that file instead" in out.stdout, out.stdout
+    assert out.returncode != 0 and "set values in that file, not with" in out.stdout, out.stdout
 
 
 def test_a_started_study_refuses_other_data(tmp_path: Path) -> None:
@@ -165,7 +165,33 @@ def test_a_started_study_refuses_other_data(tmp_path: Path) -> None:
     write_study(study, config)
     out = snakemake(study, "--dry-run")
     assert out.returncode != 0
-    assert "differs from the one this study started with" in out.stdout, out.stdout
+    assert "data.voxel_size_angstrom: 10.0 → 20.0" in out.stdout, out.stdout
+
+
+def test_a_started_study_refuses_edits_but_takes_more_trials(
+    tmp_path: Path, copick_config: Path
+) -> None:
+    """The issue-12 edit without model-explore: the user's own Snakemake refuses it too."""
+    from octopi.study_settings import mutable_description, record_start
+    from octopi.workflow_runner import load_study_config
+
+    config = tiny_config(copick_config, 10.0)
+    study = write_study(tmp_path / "study", config)
+    record_start(study, load_study_config(study / "config.yaml"))  # as the first run does
+    (study / "runs.json").write_text("{}")  # started
+    config["localize"] = {"min_size_fraction": 0.2}
+    write_study(study, config)
+    out = snakemake(study, "--dry-run")
+    assert out.returncode != 0, out.stdout
+    assert "localize.min_size_fraction: 0.05 → 0.2" in out.stdout, out.stdout
+    assert f"only {mutable_description()} may change" in out.stdout
+
+    del config["localize"]
+    config["search"]["num_trials"] = 3
+    config["trial_resources"]["mem_mb"] = 3000
+    write_study(study, config)
+    out = snakemake(study, "--dry-run")
+    assert out.returncode == 0, out.stdout
 
 
 @pytest.mark.slow
@@ -266,3 +292,22 @@ def test_tiny_study_end_to_end(tmp_path: Path, six_run_project: Path) -> None:
     assert more.returncode == 0, more.stderr
     assert job_counts(more.stdout + more.stderr).get("trial") == 1, more.stdout
     assert yaml.safe_load((study / "config.yaml").read_text()) == workflow.model_dump(mode="json")
+
+    # Issue 12: the first run recorded the settings; localize edited by hand in config.yaml of
+    # the finished study, then more trials: refused up front by model-explore and by Snakemake.
+    assert load_study_config(study / "started_config.yaml") == workflow
+    edited = workflow.model_dump(mode="json")
+    edited["localize"]["min_size_fraction"] = 0.2
+    (study / "config.yaml").write_text(yaml.safe_dump(edited))
+    files = {p: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file()}
+    refused = subprocess.run(
+        [OCTOPI, "model-explore", "--output", str(study), "--num-trials", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0
+    assert "localize.min_size_fraction: 0.05 → 0.2" in refused.stderr, refused.stderr
+    out = snakemake(study, "--dry-run")
+    assert out.returncode != 0 and "localize.min_size_fraction: 0.05 → 0.2" in out.stdout
+    assert {p: p.stat().st_mtime_ns for p in study.rglob("*") if p.is_file()} == files

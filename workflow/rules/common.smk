@@ -9,6 +9,12 @@ import yaml
 from pydantic import ValidationError
 
 from octopi.cli.options import validation_message
+from octopi.study_settings import (
+    StudySettingsError,
+    check_unchanged,
+    mutable_description,
+    record_start,
+)
 from octopi.workflow_runner import PLANNED_CONFIG_ENV, load_study_config
 
 # The study directory is the working directory; the octopi commands read this file.
@@ -41,7 +47,8 @@ def _load_study():
         if yaml.safe_load(handle) != config:
             raise WorkflowError(
                 f"the config Snakemake got differs from {here}, which the octopi commands "
-                "read: edit that file instead of passing --config or another --configfile"
+                "read: set values in that file, not with --config or another --configfile "
+                f"(once the study has started only {mutable_description()} may change)"
             )
     try:
         study = load_study_config(here)
@@ -56,21 +63,22 @@ def _load_study():
             f"copick config(s) not found: {', '.join(missing)} (relative paths in "
             f"{here} are read from its folder)"
         )
-    if Path(RUNS).is_file():
-        with open(RUNS) as handle:
-            started_with = json.load(handle).get("data")
-        if started_with != study.data.model_dump(mode="json"):
-            raise WorkflowError(
-                f"the data section of {here} differs from the one this study started with "
-                f"({Path(RUNS).resolve()}); its trials were trained on other data. Start a "
-                "new study directory (only search.num_trials may change in a study)"
-            )
+    try:  # a started study keeps the settings its trials were trained and scored with
+        check_unchanged(Path.cwd(), study)
+    except StudySettingsError as error:
+        raise WorkflowError(str(error))
     return study
 
 
 STUDY = _load_study()
 RESOURCES = STUDY.trial_resources
 SLOTS = range(STUDY.search.num_trials)
+
+
+# Runs that execute jobs only (not dry runs): the settings of a study that has not started
+# yet become the ones it started with (started_config.yaml).
+onstart:
+    record_start(Path.cwd(), STUDY)
 
 
 def study_targets():
@@ -83,19 +91,6 @@ def test_targets(wildcards):
     with open(checkpoints.split_runs.get().output.split) as handle:
         has_test_runs = bool(json.load(handle).get("test"))
     return [TEST_METRICS, "report/test.html"] if has_test_runs else []
-
-
-def evaluation_settings():
-    """Settings evaluate_test depends on: a change reruns it (params rerun trigger)."""
-    return json.dumps(
-        {
-            "inference": STUDY.inference.model_dump(mode="json"),
-            "localize": STUDY.localize.model_dump(mode="json"),
-            "evaluation": STUDY.evaluation.model_dump(mode="json"),
-            "ground_truth": STUDY.data.ground_truth.model_dump(mode="json"),
-        },
-        sort_keys=True,
-    )
 
 
 # --------------------------------------------------------------------------- report tables

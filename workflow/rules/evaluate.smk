@@ -18,8 +18,6 @@ rule evaluate_test:
         runtime=RESOURCES.runtime_minutes,
     params:
         config=STUDY_CONFIG,
-        # Not used by the command: listed so that changing these settings reruns the rule.
-        settings=evaluation_settings(),
     shell:
         "octopi evaluate-test --study-dir . --study-config {params.config}"
         " --split {input.split} > {log} 2>&1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -90,24 +89,6 @@ def _check_copick_configs(config: WorkflowConfig) -> None:
                 f"copick config not found: {source.path}. Give the copick project's config "
                 "JSON with --config (as path or session_name,path)."
             )
-
-
-def _refuse_changes(existing: WorkflowConfig, new: WorkflowConfig, study_dir: Path) -> None:
-    from octopi.workflow_runner import config_differences, lookup
-
-    differences = config_differences(existing, new)
-    if not differences:
-        return
-    lines = [
-        f"  {key}: {json.dumps(lookup(existing, key))} → {json.dumps(lookup(new, key))}"
-        for key in differences
-    ]
-    raise click.ClickException(
-        f"{study_dir} holds a study with other settings; its trials were trained with them:\n"
-        + "\n".join(lines)
-        + "\nRerun with the study's settings (only --num-trials may change), or choose a new "
-        "--output for a new study."
-    )
 
 
 def _plan_gpus(gpus: int | None, cluster: bool) -> tuple[int | None, dict[str, str] | None]:
@@ -324,6 +305,7 @@ def model_explore(
     the study (finished trials are kept; a larger --num-trials adds trials).
     """
     from octopi import workflow_runner as runner
+    from octopi.study_settings import check_unchanged
 
     if gpus is not None and gpus < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--gpus")
@@ -332,8 +314,7 @@ def model_explore(
     existing = runner.load_study_config(existing_path) if existing_path.is_file() else None
     base = runner.load_study_config(study_config) if study_config is not None else existing
     config = build_study_config(base, configs, flags)
-    if existing is not None and runner.study_started(study_dir):
-        _refuse_changes(existing, config, study_dir)
+    check_unchanged(study_dir, config)  # a started study keeps its settings
     _check_copick_configs(config)
     profile_arg, executor = _resolve_profile(profile)
     gpu_slots, env = _plan_gpus(gpus, executor is not None)

@@ -35,6 +35,18 @@ _TRACKING_URI = click.option(
 )
 
 
+def load_workflow(study_dir: Path, study_config: Path | None):
+    """The study's :class:`~octopi.config.WorkflowConfig` (``study_config``, default
+    STUDY_DIR/config.yaml); refused when it differs from the settings the study started with
+    (:func:`octopi.study_settings.check_unchanged`), e.g. after an edit while the study runs."""
+    from octopi.study_settings import check_unchanged
+    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
+
+    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
+    check_unchanged(study_dir, workflow)
+    return workflow
+
+
 def load_split(path: Path):
     """The :class:`~octopi.data.split.RunSplit` of a ``split.json`` from ``octopi split-runs``."""
     from octopi.data.split import RunSplit
@@ -79,9 +91,8 @@ def explore_trial(
     from octopi.gpu_slots import claim_gpu
     from octopi.models.search_spaces import load_overrides
     from octopi.search.slots import SlotBusyError, run_trial_slot
-    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
 
-    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
+    workflow = load_workflow(study_dir, study_config)
     split = load_split(split_path or study_dir / "split.json")
     overrides = None
     if search_space is not None:
@@ -144,9 +155,8 @@ def explore_trial(
 def select_best(study_dir, study_config, tracking_uri):
     """Pick the study's best trial: best/, trials.csv and plots/ in the study folder."""
     from octopi.search.select import select_best as run_select_best
-    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
 
-    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
+    workflow = load_workflow(study_dir, study_config)
     summary = run_select_best(study_dir, workflow, tracking_uri=tracking_uri)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.trial_counts.items()))
     click.echo(
@@ -179,9 +189,8 @@ def select_best(study_dir, study_config, tracking_uri):
 def evaluate_test(study_dir, study_config, split) -> None:
     """Score the study's best model on its test runs (STUDY_DIR/test/metrics.json)."""
     from octopi.gpu_slots import claim_gpu
-    from octopi.workflow_runner import STUDY_CONFIG, load_study_config
 
-    workflow = load_study_config(study_config or study_dir / STUDY_CONFIG)
+    workflow = load_workflow(study_dir, study_config)
     run_split = load_split(split or study_dir / "split.json")
     with claim_gpu():
         from octopi.search.evaluate_test import METRICS_PATH
