@@ -85,3 +85,15 @@ def _slurm(command: list[str]) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
     return done.stdout
+
+
+def job_end_time(job_id: str) -> float | None:
+    """When Slurm job ``job_id`` reaches its time limit (``time.time()`` seconds), from
+    ``squeue -O EndTime``; None when it has none or squeue cannot tell."""
+    from datetime import datetime
+
+    try:
+        text = _slurm(["squeue", "--noheader", "--jobs", job_id, "--Format=EndTime"]).strip()
+        return datetime.fromisoformat(text).timestamp()
+    except (RuntimeError, ValueError):  # no squeue here, N/A, Unknown
+        return None

@@ -6,8 +6,11 @@ the config models in :mod:`octopi.config`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -78,6 +81,29 @@ def friendly_errors(command: Callable) -> Callable:
             raise click.ClickException(str(message)) from error
 
     return wrapper
+
+
+@contextlib.contextmanager
+def stop_on_signals_then_exit(warning_seconds: int | None = None) -> Iterator[None]:
+    """Within the block SIGTERM/SIGUSR1 stop a training at its next step with a checkpoint
+    (:mod:`octopi.training.stop`); the command then exits with status 75 (EX_TEMPFAIL), so that
+    Snakemake's retry or Slurm's requeue continues it. In a Slurm job, ``warning_seconds``
+    before its time limit stops it the same way (also where no warning signal arrives)."""
+    from octopi.training.stop import STOPPED_EXIT_CODE, TrainingStopped, stop_at, stop_on_signals
+
+    deadline = None
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if warning_seconds and job_id:
+        from octopi.slurm_jobs import job_end_time
+
+        end = job_end_time(job_id)
+        deadline = None if end is None else end - warning_seconds
+    try:
+        with stop_on_signals(), stop_at(deadline, f"Slurm time limit in {warning_seconds} s"):
+            yield
+    except TrainingStopped as error:
+        click.echo(f"stopped: {error}", err=True)
+        sys.exit(STOPPED_EXIT_CODE)
 
 
 def config_option(command: Callable) -> Callable:

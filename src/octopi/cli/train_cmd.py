@@ -18,6 +18,7 @@ from octopi.cli.options import (
     data_options,
     default_help,
     friendly_errors,
+    stop_on_signals_then_exit,
 )
 from octopi.config import (
     MODEL_TYPES,
@@ -159,19 +160,20 @@ def train(output, model_config, model_weights, tracking_uri, gt_info, **values):
     training = _training_config(values)
 
     configure_threads()
-    result = train_model(
-        data,
-        training,
-        architecture,
-        output,
-        inference=InferenceConfig(),
-        localize=LocalizeConfig(),
-        evaluation=EvaluationConfig(),
-        init_card=init_card,
-        init_weights=model_weights,
-        init_card_path=model_config,
-        tracking_uri=tracking_uri,
-    )
+    with stop_on_signals_then_exit():
+        result = train_model(
+            data,
+            training,
+            architecture,
+            output,
+            inference=InferenceConfig(),
+            localize=LocalizeConfig(),
+            evaluation=EvaluationConfig(),
+            init_card=init_card,
+            init_weights=model_weights,
+            init_card_path=model_config,
+            tracking_uri=tracking_uri,
+        )
     if result.best_metric is None:
         click.echo(f"no validation ran; outputs in {output}")
     else:

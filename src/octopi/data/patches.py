@@ -276,8 +276,9 @@ class CropLoader:
         np.copyto(labels.numpy()[:, 0], label_buffer)
         return images, labels
 
-    def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Batches of ``epoch``, ``steps_per_epoch(epoch)`` of them.
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches ``start_step..`` of ``epoch``, ``steps_per_epoch(epoch)`` in all (a run
+        resumed inside an epoch starts at the step it stopped before).
 
         Reads the epoch's samples now (through the cache); worker errors are raised here.
         Leaving the loop early stops the workers once the iterator is released.
@@ -285,7 +286,7 @@ class CropLoader:
         samples = self.cache.samples_for_epoch(epoch)
         order = self.sample_order(epoch, len(samples))
         jobs = [(samples[int(index)], epoch, step) for step, index in enumerate(order)]
-        return self._iterate(jobs)
+        return self._iterate(jobs[start_step:])
 
     def _iterate(self, jobs: list[tuple[TrainingSample, int, int]]) -> Iterator[tuple]:
         if self.num_workers == 0:

@@ -4,6 +4,12 @@ train_model`).
 Each epoch: reseed from (seed, epoch), train on the epoch's crops (LR per step from the
 schedule, EMA update after each step), validate when due, then write the checkpoint,
 ``epochs.csv``, ``curves.png`` and MLflow metrics, and only then call ``on_validation``.
+
+A stop request (:mod:`octopi.training.stop`: Slurm's warning before the time limit, or
+preemption) ends the run after the current step with a checkpoint of that step
+(``partial_epoch``: steps done, running loss, the RNG state); the resumed run trains the rest
+of that epoch bit-exactly as if it had not stopped. ``attempts`` records where each run of
+the loop started and ended, so that a study can show that no step was trained twice.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from octopi.training.losses import build_loss
 from octopi.training.outputs import VALIDATION_PREFIX, plot_curves, write_epochs_csv
 from octopi.training.plan import TrainingPlan
 from octopi.training.schedule import ModelEMA, WarmupCosineSchedule
+from octopi.training.stop import TrainingStopped, stop_requested
 from octopi.training.validation import Validator
 
 ValidationCallback = Callable[[int, dict], None]
@@ -65,6 +72,11 @@ class TrainingLoop:
         self.stopped_early = False
         self.history: list[dict] = []
         self.tracking_run_id: str | None = None
+        # Progress inside epoch self.epoch + 1 of a run stopped mid-epoch (None: none), the
+        # RNG state to continue it with, and where each run of the loop started and ended.
+        self.partial: dict | None = None
+        self._resume_rng: dict | None = None
+        self.attempts: list[dict] = []
         if plan.checkpoint is not None:
             self._restore(plan.checkpoint)
         self.resumed_from = self.epoch
@@ -119,7 +131,12 @@ class TrainingLoop:
             "stopped_early": self.stopped_early,
             "history": self.history,
             "tracking_run_id": self.tracking_run_id,
+            "attempts": self.attempts,
         }
+
+    def position(self) -> dict:
+        """Where training stands: epochs finished and steps done in the next one."""
+        return {"epoch": self.epoch, "step": self.partial["steps_done"] if self.partial else 0}
 
     def state(self) -> dict:
         return {
@@ -137,6 +154,8 @@ class TrainingLoop:
             "stopped_early": self.stopped_early,
             "finished": self.stopped_early or self.epoch >= self.training.num_epochs,
             "history": self.history,
+            "partial_epoch": self.partial,
+            "attempts": self.attempts,
             "config": self.plan.resolved,
             "tracking_run_id": self.tracking_run_id,
             "octopi_version": __version__,
@@ -157,6 +176,9 @@ class TrainingLoop:
         self.stopped_early = bool(state["stopped_early"])
         self.history = list(state["history"])
         self.tracking_run_id = state.get("tracking_run_id")
+        self.partial = state.get("partial_epoch")
+        self._resume_rng = state["rng"] if self.partial else None
+        self.attempts = list(state.get("attempts") or [])
 
     # ------------------------------------------------------------------ loop
 
@@ -176,10 +198,14 @@ class TrainingLoop:
             dynamic_ncols=True,
         )
         last_metric = self.best_metric
+        self.attempts.append({"start": self.position(), "end": self.position(), "stopped_by": None})
         try:
             for epoch in range(self.epoch + 1, training.num_epochs + 1):
                 start = time.perf_counter()
-                seed_epoch(training.seed, epoch)
+                if self.partial is None:
+                    seed_epoch(training.seed, epoch)
+                else:  # continue the epoch a stop cut short, with the RNG state of that step
+                    restore_rng_state(self._resume_rng)
                 row = self._train_epoch(epoch, bar, last_metric)
                 metrics = None
                 if epoch % training.val_interval == 0 or epoch == training.num_epochs:
@@ -187,9 +213,10 @@ class TrainingLoop:
                     last_metric = metrics[metric_name]
                     self._update_best(epoch, last_metric)
                     row.update({f"{VALIDATION_PREFIX}{k}": v for k, v in metrics.items()})
-                row["seconds"] = time.perf_counter() - start
+                row["seconds"] = time.perf_counter() - start + row.pop("seconds_before_stop")
                 self.history.append(row)
-                self.epoch = epoch
+                self.epoch, self.partial = epoch, None
+                self.attempts[-1]["end"] = self.position()
                 save_torch(self.paths["checkpoint"], self.state())
                 write_epochs_csv(self.paths["epochs"], self.history)
                 plot_curves(self.paths["curves"], self.history, metric_name)
@@ -200,6 +227,8 @@ class TrainingLoop:
                     bar.write(_validation_line(epoch, metrics, metric_name, self.best_epoch))
                 if metrics is not None and on_validation is not None:
                     on_validation(epoch, dict(metrics))
+                if stop_requested() and epoch < training.num_epochs and not self.stopped_early:
+                    self._stop(bar)  # the epoch's checkpoint is written already
                 if self.stopped_early:
                     if show_progress:
                         bar.write(
@@ -214,9 +243,12 @@ class TrainingLoop:
         self.model.train()
         index = epoch - 1  # the loader, cache and schedule count epochs from 0
         steps = self.loader.steps_per_epoch(index)
-        total_loss, patches, lr = 0.0, 0, self.training.lr
-        start = time.perf_counter()
-        for step, (images, labels) in enumerate(self.loader.epoch(index)):
+        done = self.partial or {"steps_done": 0, "total_loss": 0.0, "patches": 0, "seconds": 0.0}
+        total_loss, patches, lr = done["total_loss"], done["patches"], self.training.lr
+        first = done["steps_done"]
+        start = time.perf_counter() - done["seconds"]
+        batches = self.loader.epoch(index, start_step=first)
+        for step, (images, labels) in enumerate(batches, start=first):
             lr = self.schedule.apply(self.optimizer, index, step, steps)
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
@@ -247,6 +279,11 @@ class TrainingLoop:
             }
             metric = _postfix(running, self.training.best_metric, last_metric)
             bar.set_postfix_str(f"epoch {epoch} step {step + 1}/{steps} {metric}")
+            if stop_requested():  # also after the last step: validation may be long
+                seconds = time.perf_counter() - start
+                self.partial = {"epoch": epoch, "steps_done": step + 1, "total_loss": total_loss}
+                self.partial.update(patches=patches, seconds=seconds)
+                self._stop(bar)
         seconds = time.perf_counter() - start
         return {
             "epoch": epoch,
@@ -254,7 +291,22 @@ class TrainingLoop:
             "lr": lr,
             "patches_per_s": patches / seconds if seconds > 0 else 0.0,
             "train_seconds": seconds,
+            "seconds_before_stop": done["seconds"],
         }
+
+    def _stop(self, bar: Any) -> None:
+        """Checkpoint where training stands (``self.partial``: inside an epoch) and raise
+        :class:`TrainingStopped`."""
+        reason = stop_requested()
+        self.attempts[-1].update(end=self.position(), stopped_by=reason)
+        save_torch(self.paths["checkpoint"], self.state())
+        where = self.position()
+        message = (
+            f"stopped on {reason} after epoch {where['epoch']}, step {where['step']} of the next; "
+            f"checkpoint {self.paths['checkpoint']} continues from there"
+        )
+        bar.write(message)
+        raise TrainingStopped(message)
 
     def _update_best(self, epoch: int, value: float) -> None:
         if self.best_metric is None or value > self.best_metric:

@@ -36,6 +36,7 @@ from octopi.runtime import select_device
 from octopi.training.loop import TrainingLoop, ValidationCallback
 from octopi.training.outputs import VALIDATION_PREFIX
 from octopi.training.plan import CHECKPOINT_NAME, plan_training
+from octopi.training.stop import TrainingStopped
 
 OUTPUT_FILES: dict[str, str] = {
     "model_config": "model_config.yaml",
@@ -46,12 +47,6 @@ OUTPUT_FILES: dict[str, str] = {
     "config": "train_config.yaml",
     "result": "result.json",
 }
-
-
-# The MLflow run this output folder trains into, written as soon as the run exists: a process
-# killed before its first checkpoint (which also records it) resumes that run instead of
-# leaving it RUNNING forever beside a new one.
-TRACKING_RUN_NAME = "mlflow_run.json"
 
 
 class TrainingInterrupted(Exception):  # noqa: N818 - reads as what happened
@@ -69,7 +64,9 @@ class TrainResult:
     ``best_metric`` is the best validation value of ``best_metric_name`` (None before any
     validation), reached at ``best_epoch``; ``best_validation`` holds all validation metrics
     of that epoch. ``resumed_from_epoch`` is the epoch the checkpoint had finished (0: a fresh
-    start). ``paths`` maps output kinds (see ``OUTPUT_FILES``) to files.
+    start). ``paths`` maps output kinds (see ``OUTPUT_FILES``) to files. ``attempts``: where
+    each run of the loop started and ended (``{"epoch": finished, "step": done in the next}``)
+    and the signal that stopped it, if any (:mod:`octopi.training.stop`).
     """
 
     output_dir: Path
@@ -83,6 +80,7 @@ class TrainResult:
     tracking_run_id: str | None
     best_validation: dict[str, float] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    attempts: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; ``paths`` become file names relative to ``output_dir``."""
@@ -163,18 +161,20 @@ def train_model(
     run: tracking.NullRun = tracking.NullRun()
     status = "FAILED"
     try:
-        run = tracking.start_run(
+        # Best effort: a store that cannot be reached leaves the run to be filled in later.
+        known_run = loop.tracking_run_id or tracking.read_run_record(output_dir).get("run_id")
+        run = tracking.try_start_run(
             tracking_uri,
             experiment_name,
             run_name or output_dir.resolve().name,
             parent_run_id=parent_run_id,
             tags=tracking_tags,
-            run_id=loop.tracking_run_id or _recorded_run_id(output_dir, tracking_uri),
+            run_id=known_run,
         )
-        loop.tracking_run_id = run.run_id
+        loop.tracking_run_id = run.run_id or known_run
         if run.run_id is not None:
-            atomic_write_json(
-                output_dir / TRACKING_RUN_NAME, {"run_id": run.run_id, "tracking_uri": tracking_uri}
+            tracking.write_run_record(
+                output_dir, {"run_id": run.run_id, "tracking_uri": tracking_uri}
             )
         run.log_params(tracking.flatten_params(plan.resolved))
         loop.run(run, on_validation, show_progress)
@@ -185,7 +185,7 @@ def train_model(
         status = "FINISHED"
         return result
     except BaseException as error:
-        if isinstance(error, TrainingInterrupted | KeyboardInterrupt) or (
+        if isinstance(error, TrainingInterrupted | TrainingStopped | KeyboardInterrupt) or (
             type(error).__name__ == "TrialPruned"
         ):
             status = "KILLED"
@@ -193,17 +193,6 @@ def train_model(
     finally:
         run.end(status)
         loop.close()
-
-
-def _recorded_run_id(output_dir: Path, tracking_uri: str) -> str | None:
-    """The run of an earlier attempt in ``output_dir`` on the same store (None: none)."""
-    try:
-        record = json.loads((output_dir / TRACKING_RUN_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("tracking_uri") != tracking_uri:
-        return None
-    return record.get("run_id")
 
 
 def _result(
@@ -227,6 +216,7 @@ def _result(
             if key.startswith(VALIDATION_PREFIX)
         },
         paths=dict(paths),
+        attempts=list(state.get("attempts") or []),
     )
 
 
