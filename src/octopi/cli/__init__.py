@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "select-best": "octopi.cli.search_cmds:select_best",
     "evaluate-test": "octopi.cli.search_cmds:evaluate_test",
     "install-profile": "octopi.cli.explore_cmds:install_profile",
+    "check-cluster": "octopi.cli.cluster_cmds:check_cluster",
     "schema": "octopi.cli.data_cmds:schema",
 }
 
