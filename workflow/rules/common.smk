@@ -72,6 +72,15 @@ def _load_study():
 
 STUDY = _load_study()
 RESOURCES = STUDY.trial_resources
+# Retries belong to the head: on a cluster the job's own Snakemake (jobstep, srun) would
+# otherwise rerun a failed trial inside the same job, past the job's time limit.
+TRIAL_RETRIES = RESOURCES.retries if workflow.is_main_process else 0
+# sbatch options of a trial job (the slurm executor reads the slurm_extra resource; local
+# runs ignore it): SIGTERM warning_seconds before the time limit, see octopi.training.stop.
+# A profile that sets slurm_extra for the trial rule replaces this: add the --signal there.
+TRIAL_SLURM_EXTRA = (
+    f"--signal=TERM@{RESOURCES.warning_seconds}" if RESOURCES.warning_seconds else ""
+)
 SLOTS = range(STUDY.search.num_trials)
 
 

@@ -15,7 +15,7 @@ rule trial:
         result=TRIAL_RESULT,
     log:
         "logs/trial/{slot}.log",
-    retries: RESOURCES.retries
+    retries: TRIAL_RETRIES
     conda:
         ENV
     threads: RESOURCES.threads
@@ -23,10 +23,13 @@ rule trial:
         gpu=RESOURCES.gpu,
         mem_mb=RESOURCES.mem_mb,
         runtime=RESOURCES.runtime_minutes,
+        slurm_extra=TRIAL_SLURM_EXTRA,
     params:
         config=STUDY_CONFIG,
+    # exec: the trial replaces the shell, so that Slurm's warning signal (SIGTERM to every
+    # process of the job step) reaches it with no shell in between that would die of it.
     shell:
-        "octopi explore-trial --study-dir . --slot {wildcards.slot}"
+        "exec octopi explore-trial --study-dir . --slot {wildcards.slot}"
         " --study-config {params.config} --split {input.split} > {log} 2>&1"
 
 
