@@ -6,40 +6,68 @@ returns a :class:`TrackingRun` with ``log_params`` / ``log_metrics`` / ``log_art
 ``end``. A tracking URI of ``"none"`` (or ``"off"``) disables tracking: :func:`start_run`
 returns a :class:`NullRun` whose methods do nothing.
 
-Many trial processes may share one SQLite store on a shared filesystem: connecting (which
+Many trial processes may share one SQLite store (locally, on one machine): connecting (which
 creates and migrates a new store's tables) is serialised by a POSIX lock on ``<db>.lock`` beside
 the database, and every call retries with exponential backoff on "database is locked" and
-similar transient errors. Once a run is
-open, a logging call that still fails is reported as a warning and training goes on: losing a
-metric point is better than losing a day of training. mlflow is imported on first use (it
-takes seconds).
+similar transient errors. On a cluster the trials log over HTTP to one ``mlflow server``
+(:mod:`octopi.tracking_server`), the only writer of the study's SQLite file.
+
+Tracking never ends or stalls a training: a run's logging calls run in order on a background
+thread (:mod:`octopi.tracking_calls`); a call that still fails is reported as a warning, and
+after an unreachable server calls are skipped for a while. :func:`try_start_run` gives a
+:class:`NullRun` when the store cannot be reached. What a run misses is in the training's own
+files, from which :mod:`octopi.search.tracking_sync` fills it in later. mlflow is imported on
+first use (it takes seconds).
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
-import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Windows
-    fcntl = None  # type: ignore[assignment]
+from octopi.io_utils import atomic_write_json
+from octopi.tracking_calls import CallQueue, is_http, probe, retry, sqlite_init_lock
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DISABLED_URIS = frozenset({"none", "off", "false", "disabled"})
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a parameter value
 _PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch
-_TRANSIENT = ("database is locked", "database table is locked", "busy", "already exists")
+_METRICS_PER_BATCH = 1000  # MLflow's limit on metrics in one log_batch
+END_TIMEOUT_S = 300.0  # at the end of a run: longest wait for its queued calls
+# MLflow's client retries a failing HTTP request 7 times with doubling waits (minutes) and
+# waits 120 s for an answer; a trial would rather skip a metric (see octopi.tracking_calls).
+# Environment variables of the same names set by the user win.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+# The MLflow run a training folder trains into, written as soon as the run exists: a process
+# killed before its first checkpoint (which also records it) resumes that run instead of
+# leaving it RUNNING forever beside a new one. Backfill marks it synced (tracking_sync).
+RUN_RECORD_NAME = "mlflow_run.json"
+
+
+def read_run_record(folder: str | Path) -> dict[str, Any]:
+    """``{"run_id", "tracking_uri", ...}`` of ``folder``'s ``mlflow_run.json`` ({}: none)."""
+    try:
+        record = json.loads((Path(folder) / RUN_RECORD_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_run_record(folder: str | Path, record: Mapping[str, Any]) -> None:
+    atomic_write_json(Path(folder) / RUN_RECORD_NAME, dict(record))
 
 
 def tracking_disabled(uri: str | None) -> bool:
@@ -66,60 +94,20 @@ def default_artifact_location(uri: str) -> str | None:
     )
 
 
-def _retry(call: Callable[[], T], what: str, attempts: int = 8, first_wait_s: float = 0.2) -> T:
-    """Run ``call``; on a transient store error wait (0.2 s, doubling, jittered) and try again."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as error:
-            message = str(error).lower()
-            if attempt == attempts - 1 or not any(word in message for word in _TRANSIENT):
-                raise
-            wait_s = min(first_wait_s * 2**attempt, 10.0) * (0.5 + random.random())  # noqa: S311
-            log.debug("MLflow %s: %s; retrying in %.1f s", what, error, wait_s)
-            time.sleep(wait_s)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 def _client(uri: str):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # compute nodes are often offline
     logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter
+    if is_http(uri):
+        for name, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        probe(uri)
     from mlflow import MlflowClient
 
     # A new SQLite store creates and migrates its tables on first contact. Two processes
     # doing that at once break each other's migrations ("duplicate column name"), possibly
     # for good, so connecting is serialised by a lock file beside the database.
-    with _sqlite_init_lock(uri):
-        return _retry(lambda: _touch(MlflowClient(tracking_uri=uri)), "connect")
-
-
-@contextlib.contextmanager
-def _sqlite_init_lock(uri: str, timeout_s: float = 600.0) -> Iterator[None]:
-    """Hold an exclusive POSIX lock on ``<database>.lock`` (SQLite URIs only)."""
-    if not uri.startswith("sqlite:///") or fcntl is None:
-        yield
-        return
-    database = Path(uri.removeprefix("sqlite:///"))
-    lock_path = database.with_name(database.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with open(lock_path, "a") as handle:
-        while True:
-            try:
-                # lockf (POSIX record locks) also works on NFS, unlike flock on some systems.
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"waited {timeout_s:g} s for {lock_path}, held by another process "
-                        "setting up the MLflow store; delete it if no octopi job is running"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
+    with sqlite_init_lock(uri):
+        return retry(lambda: _touch(MlflowClient(tracking_uri=uri)), "connect")
 
 
 def _touch(client):
@@ -147,6 +135,7 @@ class NullRun:
     run_id: str | None = None
     experiment_id: str | None = None
     uri: str | None = None
+    failures: int = 0  # logging calls that failed or were skipped
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -163,6 +152,13 @@ class NullRun:
     def end(self, status: str = "FINISHED") -> None:
         pass
 
+    def flush(self, timeout_s: float = END_TIMEOUT_S) -> bool:
+        """Wait for the logging calls made so far; False if they did not finish in time."""
+        return True
+
+    def close(self) -> None:
+        pass
+
 
 class TrackingRun(NullRun):
     """An open MLflow run; see the module docstring for the error policy."""
@@ -172,12 +168,17 @@ class TrackingRun(NullRun):
         self.uri = uri
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self._calls = CallQueue(f"mlflow-{run_id[:8]}")
+
+    @property
+    def failures(self) -> int:  # type: ignore[override]
+        return self._calls.failures
 
     def _log(self, call: Callable[[], Any], what: str) -> None:
-        try:
-            _retry(call, what)
-        except Exception as error:  # noqa: BLE001 - tracking must not end a training
-            log.warning("MLflow %s failed for run %s: %s", what, self.run_id, error)
+        self._calls.submit(lambda: retry(call, what), f"{what} (run {self.run_id})")
+
+    def flush(self, timeout_s: float = END_TIMEOUT_S) -> bool:
+        return self._calls.flush(timeout_s)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters (values as strings, cut to MLflow's 6000 characters)."""
@@ -190,16 +191,7 @@ class TrackingRun(NullRun):
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log numeric metrics at ``step`` (None values are skipped)."""
-        from mlflow.entities import Metric
-
-        now_ms = int(time.time() * 1000)
-        items = [
-            Metric(str(k), float(v), now_ms, int(step or 0))
-            for k, v in metrics.items()
-            if v is not None
-        ]
-        if items:
-            self._log(lambda: self._client.log_batch(self.run_id, metrics=items), "log metrics")
+        self.log_metric_points((k, v, step or 0) for k, v in metrics.items() if v is not None)
 
     def log_artifacts(self, paths: Iterable[str | Path], artifact_path: str | None = None) -> None:
         """Copy files (or folders) into the run's artifacts, under ``artifact_path``."""
@@ -224,9 +216,55 @@ class TrackingRun(NullRun):
                 lambda k=key, v=value: self._client.set_tag(self.run_id, k, str(v)), "set tag"
             )
 
+    def log_metric_points(self, points: Iterable[tuple[str, float, int]]) -> None:
+        """Log ``(key, value, step)`` points (a metric's history, e.g. when filling it in)."""
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now_ms, int(step)) for k, v, step in points]
+        for start in range(0, len(items), _METRICS_PER_BATCH):
+            batch = items[start : start + _METRICS_PER_BATCH]
+            self._log(lambda b=batch: self._client.log_batch(self.run_id, metrics=b), "log metrics")
+
     def end(self, status: str = "FINISHED") -> None:
-        """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED)."""
+        """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED); wait (at most
+        :data:`END_TIMEOUT_S`) for the calls queued before."""
         self._log(lambda: self._client.set_terminated(self.run_id, status=status), "end run")
+        self.close()
+
+    def close(self) -> None:
+        """Wait (at most :data:`END_TIMEOUT_S`) for the queued calls; stop the logging thread."""
+        if not self._calls.flush(END_TIMEOUT_S):
+            log.warning("MLflow: run %s: logging calls still pending at its end", self.run_id)
+        self._calls.close()
+
+    # Reading the run back (synchronous; errors raise): what :mod:`octopi.search.tracking_sync`
+    # compares with a training's files.
+    def info(self) -> dict[str, Any]:
+        """``{"status", "params", "tags", "metrics"}`` of the run as the store has it now."""
+        run = retry(lambda: self._client.get_run(self.run_id), "get run")
+        data = run.data
+        return {
+            "status": run.info.status,
+            "params": dict(data.params),
+            "tags": dict(data.tags),
+            "metrics": dict(data.metrics),
+        }
+
+    def metric_steps(self, keys: Iterable[str]) -> dict[str, set[int]]:
+        """The steps each metric in ``keys`` has values at."""
+        return {
+            key: {
+                m.step
+                for m in retry(lambda k=key: self._client.get_metric_history(self.run_id, k), key)
+            }
+            for key in keys
+        }
+
+    def artifact_sizes(self, path: str | None = None) -> dict[str, int | None]:
+        """Artifact path → size in bytes (None for folders) of the run's artifacts in ``path``."""
+        files = retry(lambda: self._client.list_artifacts(self.run_id, path), "list artifacts")
+        return {f.path: (None if f.is_dir else f.file_size) for f in files}
 
 
 def start_run(
@@ -239,14 +277,17 @@ def start_run(
     tags: Mapping[str, Any] | None = None,
     artifact_location: str | None = None,
     run_id: str | None = None,
+    mark_running: bool = True,
 ) -> TrackingRun | NullRun:
     """Open a run in ``experiment`` (created if new) of the store at ``uri``.
 
     ``uri`` None means ``./mlflow.db``; a disabled URI (see :func:`tracking_disabled`) returns
     a :class:`NullRun`. ``nested`` runs need ``parent_run_id`` and are shown under it.
     ``artifact_location`` applies to a new experiment only (default: :func:`default_artifact_
-    location`). ``run_id`` resumes that run (status back to RUNNING) instead of starting one;
-    if the store no longer has it a new run is started.
+    location`). ``run_id`` resumes that run (status back to RUNNING unless ``mark_running`` is
+    False) instead of starting one; if the store does not have it a new run is started (run ids
+    are unique, so a run found is the same run, whatever URI reached the store). Raises when
+    the store cannot be reached (see :func:`try_start_run`).
     """
     if tracking_disabled(uri):
         return NullRun()
@@ -255,20 +296,52 @@ def start_run(
     uri = uri or default_tracking_uri(".")
     client = _client(uri)
     if run_id is not None:
-        existing = _retry(lambda: _find_run(client, run_id), "get run")
+        existing = retry(lambda: _find_run(client, run_id), "get run")
         if existing is not None:
-            _retry(lambda: client.update_run(run_id, status="RUNNING"), "resume run")
+            if mark_running:
+                retry(lambda: client.update_run(run_id, status="RUNNING"), "resume run")
             return TrackingRun(client, uri, run_id, existing.info.experiment_id)
         log.warning("MLflow run %s not found in %s; starting a new run", run_id, uri)
     location = artifact_location or default_artifact_location(uri)
-    experiment_id = _retry(lambda: _experiment_id(client, experiment, location), "experiment")
+    experiment_id = retry(lambda: _experiment_id(client, experiment, location), "experiment")
     run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
-    run = _retry(
+    run = retry(
         lambda: client.create_run(experiment_id, run_name=run_name, tags=run_tags), "create run"
     )
     return TrackingRun(client, uri, run.info.run_id, experiment_id)
+
+
+def try_start_run(
+    uri: str | None, experiment: str, run_name: str | None = None, **options: Any
+) -> TrackingRun | NullRun:
+    """:func:`start_run`, but a store it cannot reach (or that fails) gives a :class:`NullRun`
+    and a warning: a training goes on without tracking rather than fail."""
+    try:
+        return start_run(uri, experiment, run_name, **options)
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        log.warning(
+            "MLflow: could not open a run in %s (%s); going on without tracking (the run's files "
+            "keep everything; `octopi select-best` copies a study's trials in later)",
+            uri,
+            error,
+        )
+        return NullRun()
+
+
+def find_run(uri: str, run_ids: Iterable[str | None]) -> str | None:
+    """The first of ``run_ids`` that the store at ``uri`` holds (None: none of them).
+
+    Raises when the store cannot be reached, so "not there" is never mistaken for "no answer".
+    """
+    client = _client(uri)
+    for run_id in dict.fromkeys(r for r in run_ids if r):
+        if retry(lambda r=run_id: _find_run(client, r), "get run") is not None:
+            return run_id
+    return None
 
 
 def _find_run(client, run_id: str):
@@ -278,21 +351,6 @@ def _find_run(client, run_id: str):
         if "not found" in str(error).lower() or "does not exist" in str(error).lower():
             return None
         raise
-
-
-# Functional spellings, for callers that prefer them (the study runner).
-def log_params(run: NullRun, params: Mapping[str, Any]) -> None:
-    run.log_params(params)
-
-
-def log_metrics(run: NullRun, metrics: Mapping[str, float], step: int | None = None) -> None:
-    run.log_metrics(metrics, step)
-
-
-def log_artifacts(
-    run: NullRun, paths: Iterable[str | Path], artifact_path: str | None = None
-) -> None:
-    run.log_artifacts(paths, artifact_path)
 
 
 def end_run(run: NullRun, status: str = "FINISHED") -> None:

@@ -3,14 +3,15 @@
 Picks the best COMPLETE trial by the study metric (ties → the lower slot), copies its model
 into ``<study_dir>/best/`` (``model_config.yaml``, ``best_model_weights.pth``,
 ``summary.json``), writes ``<study_dir>/trials.csv`` (one row per trial) and the study plots
-in ``<study_dir>/plots/``, and closes the study's MLflow parent run with the best result.
+in ``<study_dir>/plots/``, completes every trial's MLflow run from the trial's files (what a
+server outage made it miss, :mod:`octopi.search.tracking_sync`) and closes the study's MLflow
+parent run with the best result.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import shutil
 from collections import Counter
@@ -27,7 +28,8 @@ from octopi.config import WorkflowConfig
 from octopi.io_utils import atomic_path, atomic_write_json, atomic_write_text
 from octopi.search.plots import write_study_plots
 from octopi.search.slots import trial_dir
-from octopi.search.storage import PARENT_RUN_NAME, StudyMismatchError, load_study
+from octopi.search.storage import StudyMismatchError, load_study
+from octopi.search.tracking_sync import sync_study
 from octopi.search.trial_configs import TRIAL_CONFIG_NAME
 
 log = logging.getLogger(__name__)
@@ -121,7 +123,9 @@ def select_best(
         plots=plots,
     )
     atomic_write_json(best_dir / "summary.json", summary.to_dict())
-    _close_parent_run(study_dir, tracking_uri, summary)
+    uri = tracking_uri or tracking.default_tracking_uri(study_dir)
+    parent = sync_study(study_dir, uri, study.study_name, metric, trials)
+    _close_parent_run(study_dir, uri, parent, summary)
     return summary
 
 
@@ -176,16 +180,11 @@ def trials_table(trials: list[FrozenTrial]) -> str:
     return buffer.getvalue()
 
 
-def _close_parent_run(study_dir: Path, uri: str | None, summary: BestSummary) -> None:
+def _close_parent_run(study_dir: Path, uri: str, run_id: str | None, summary: BestSummary) -> None:
     """Record the selection on the study's MLflow parent run and mark it FINISHED.
 
     Best effort: the files are written already; a tracking problem only costs the record.
     """
-    uri = uri or tracking.default_tracking_uri(study_dir)
-    records_path = study_dir / PARENT_RUN_NAME
-    if tracking.tracking_disabled(uri) or not records_path.is_file():
-        return
-    run_id = json.loads(records_path.read_text()).get(uri)
     if run_id is None:
         return
     try:

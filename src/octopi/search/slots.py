@@ -11,8 +11,10 @@
 - an exclusive lock on ``trials/<slot>/.lock`` keeps two processes off one slot, so the study
   never holds two finished trials for a slot. Slots are 0..num_trials-1: no overshoot.
 
-MLflow: one experiment per study name, one parent run per study (its id kept per tracking URI
-in ``mlflow_parent_run.json``), one nested run per slot, resumed with the checkpoint.
+MLflow: one experiment per study name, one parent run per study (its id kept in
+``mlflow_parent_run.json``), one nested run per slot, resumed with the checkpoint. Tracking is
+best effort: at its end a slot fills in what its run missed (a server that was down) from its
+files (:mod:`octopi.search.tracking_sync`).
 
 The slot's records (``result.json``, ``error.json``) are in :mod:`octopi.search.slot_results`;
 the configs it trains with (``trial_config.yaml``) in :mod:`octopi.search.trial_configs`.
@@ -48,10 +50,10 @@ from octopi.search.slot_results import (
 from octopi.search.storage import (
     LockHeldError,
     file_lock,
-    log_trial_run,
     open_study,
     study_parent_run,
 )
+from octopi.search.tracking_sync import sync_trial_run, trial_run_tags
 from octopi.search.trial_configs import configs_for_trial
 
 log = logging.getLogger(__name__)
@@ -224,11 +226,7 @@ def _run_trial(
             experiment_name=search.study_name,
             run_name=f"slot-{slot:03d}",
             parent_run_id=parent,
-            tracking_tags={
-                "octopi.slot": str(slot),
-                "optuna.study": search.study_name,
-                "optuna.trial_number": str(trial.number),
-            },
+            tracking_tags=trial_run_tags(search.study_name, slot, trial.number),
             on_validation=on_validation,
             device=device,
             show_progress=show_progress,
@@ -246,7 +244,15 @@ def _run_trial(
     trial.set_user_attr("seconds_training", round(seconds_training, 3))
     frozen = attempt.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
     phases.lap("tell")
-    log_trial_run(uri, search.study_name, summary.get("tracking_run_id"), frozen, metric, value)
+    sync_trial_run(
+        uri,
+        search.study_name,
+        folder,
+        slot,
+        parent_run_id=parent or study_parent_run(attempt.study_dir, uri, search.study_name),
+        trial=frozen,
+        metric=metric,
+    )
     phases.lap("mlflow_trial")
 
     seconds_total = time.perf_counter() - attempt.start

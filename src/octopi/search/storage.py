@@ -198,47 +198,33 @@ def load_study(study_dir: str | Path) -> optuna.Study:
 
 
 def study_parent_run(study_dir: Path, uri: str, experiment: str) -> str | None:
-    """The MLflow run id of the study's parent run in ``uri``, created on first use.
+    """The MLflow run id of the study's parent run in the store at ``uri``, created on first
+    use; None when tracking is off or the store cannot be reached (best effort: a trial goes on
+    without it, and ``octopi select-best`` makes it later).
 
-    Race-free across processes: a file lock guards ``mlflow_parent_run.json`` (URI → id).
+    ``mlflow_parent_run.json`` maps URIs to run ids; a recorded run is used when the store at
+    ``uri`` holds it, whatever URI recorded it: a study server restarted on another port, or
+    the same SQLite file reached directly, keeps one parent run. A file lock makes it race-free
+    across processes.
     """
     if tracking.tracking_disabled(uri):
         return None
     path = study_dir / PARENT_RUN_NAME
     with file_lock(study_dir / f".{PARENT_RUN_NAME}.lock"):
         records = json.loads(path.read_text()) if path.is_file() else {}
-        if uri not in records:
-            run = tracking.start_run(
-                uri,
-                experiment,
-                f"study {experiment}",
-                tags={"octopi.role": "study", "octopi.study_dir": str(study_dir.resolve())},
-            )
-            records[uri] = run.run_id
+        try:
+            run_id = tracking.find_run(uri, [records.get(uri), *records.values()])
+            if run_id is None:
+                run_id = tracking.start_run(
+                    uri,
+                    experiment,
+                    f"study {experiment}",
+                    tags={"octopi.role": "study", "octopi.study_dir": str(study_dir.resolve())},
+                ).run_id
+        except Exception as error:  # noqa: BLE001
+            log.warning("MLflow: no study parent run in %s for now: %s", uri, error)
+            return None
+        if records.get(uri) != run_id:
+            records[uri] = run_id
             atomic_write_json(path, records)
-        return records[uri]
-
-
-def log_trial_run(
-    uri: str,
-    experiment: str,
-    run_id: str | None,
-    trial: optuna.trial.FrozenTrial,
-    metric: str,
-    value: Any,
-) -> None:
-    """Add the Optuna view (params, state, best value) to the slot's MLflow run.
-
-    Best effort: the trial is already told, a tracking failure only costs these records.
-    """
-    if run_id is None or tracking.tracking_disabled(uri):
-        return
-    try:
-        run = tracking.start_run(uri, experiment, run_id=run_id)
-        run.log_params({f"optuna.{k}": v for k, v in trial.params.items()})
-        if value is not None:
-            run.log_metrics({f"best_{metric}": float(value)})
-        run.set_tags({"optuna.state": trial.state.name, "optuna.trial_number": trial.number})
-        run.end("FINISHED" if trial.state == optuna.trial.TrialState.COMPLETE else "KILLED")
-    except Exception as error:  # noqa: BLE001
-        log.warning("MLflow: could not record trial %d: %s", trial.number, error)
+        return run_id
