@@ -40,7 +40,8 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a parameter value
 _PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch
 _METRICS_PER_BATCH = 1000  # MLflow's limit on metrics in one log_batch
-END_TIMEOUT_S = 300.0  # at the end of a run: longest wait for its queued calls
+END_TIMEOUT_S = 60.0  # at the end of a run: longest wait for its queued calls (a stopping
+# job has little time left before Slurm kills it; what is left out is filled in later)
 # MLflow's client retries a failing HTTP request 7 times with doubling waits (minutes) and
 # waits 120 s for an answer; a trial would rather skip a metric (see octopi.tracking_calls).
 # Environment variables of the same names set by the user win.
