@@ -150,15 +150,15 @@ class NullRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         pass
 
-    def end(self, status: str = "FINISHED") -> None:
-        pass
+    def end(self, status: str = "FINISHED") -> bool:
+        return True
 
     def flush(self, timeout_s: float = END_TIMEOUT_S) -> bool:
         """Wait for the logging calls made so far; False if they did not finish in time."""
         return True
 
-    def close(self) -> None:
-        pass
+    def close(self) -> bool:
+        return True
 
 
 class TrackingRun(NullRun):
@@ -227,17 +227,20 @@ class TrackingRun(NullRun):
             batch = items[start : start + _METRICS_PER_BATCH]
             self._log(lambda b=batch: self._client.log_batch(self.run_id, metrics=b), "log metrics")
 
-    def end(self, status: str = "FINISHED") -> None:
+    def end(self, status: str = "FINISHED") -> bool:
         """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED); wait (at most
-        :data:`END_TIMEOUT_S`) for the calls queued before."""
+        :data:`END_TIMEOUT_S`) for the calls queued before. False: some were still pending."""
         self._log(lambda: self._client.set_terminated(self.run_id, status=status), "end run")
-        self.close()
+        return self.close()
 
-    def close(self) -> None:
-        """Wait (at most :data:`END_TIMEOUT_S`) for the queued calls; stop the logging thread."""
-        if not self._calls.flush(END_TIMEOUT_S):
+    def close(self) -> bool:
+        """Wait (at most :data:`END_TIMEOUT_S`) for the queued calls, then stop the logging
+        thread; False when calls were still pending."""
+        drained = self._calls.flush(END_TIMEOUT_S)
+        if not drained:
             log.warning("MLflow: run %s: logging calls still pending at its end", self.run_id)
         self._calls.close()
+        return drained
 
     # Reading the run back (synchronous; errors raise): what :mod:`octopi.search.tracking_sync`
     # compares with a training's files.

@@ -85,25 +85,22 @@ def sync_trial_run(
     )
     if not isinstance(run, tracking.TrackingRun):
         return False
-    record = {"run_id": run.run_id, "tracking_uri": uri}
-    tracking.write_run_record(folder, record)
     status = RUN_STATUS.get(trial.state) if trial is not None else None
     try:
+        record = {"run_id": run.run_id, "tracking_uri": uri}
+        tracking.write_run_record(folder, record)
         _fill(run, folder, parent_run_id, trial, metric, status)
+        drained = run.end(status) if status is not None else run.close()
+        if drained and run.failures == 0:
+            tracking.write_run_record(folder, {**record, "synced_uri": uri})
+            return True
     except Exception as error:  # noqa: BLE001 - best effort: the files stay the record
         log.warning(
             "MLflow: could not complete the run of slot %d from %s: %s", slot, folder, error
         )
+    finally:
         run.close()
-        return False
-    if status is not None:
-        run.end(status)
-    else:
-        run.close()
-    if run.failures:
-        return False
-    tracking.write_run_record(folder, {**record, "synced_uri": uri})
-    return True
+    return False
 
 
 def _fill(
