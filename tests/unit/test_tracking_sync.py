@@ -82,33 +82,11 @@ def test_a_training_whose_server_is_down_trains_on_and_is_filled_in_later(
 ) -> None:
     from mlflow import MlflowClient
 
-    from octopi.config import (
-        DataConfig,
-        EvaluationConfig,
-        InferenceConfig,
-        LocalizeConfig,
-        TrainingConfig,
-        UnetConfig,
-    )
-    from octopi.training.trainer import train_model
-
     with socket.socket() as probe:  # a server that is down
         probe.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{probe.getsockname()[1]}"
     output = tmp_path / "trials" / "0"
-    result = train_model(
-        DataConfig(
-            configs=[tiny_project.source], voxel_size_angstrom=tiny_project.voxel_size_angstrom
-        ),
-        TrainingConfig(num_epochs=2, val_interval=1, batch_size=2, dim_in=16, warmup_epochs=1),
-        UnetConfig(channels=[8, 16, 32], strides=[2, 2]),
-        output,
-        inference=InferenceConfig(),
-        localize=LocalizeConfig(),
-        evaluation=EvaluationConfig(),
-        tracking_uri=down,
-        show_progress=False,
-    )
+    result = tiny_train(tiny_project, output, down, epochs=2)
     assert result.epochs_completed == 2 and result.tracking_run_id is None
     assert not (output / tracking.RUN_RECORD_NAME).exists()
 
@@ -124,3 +102,55 @@ def test_a_training_whose_server_is_down_trains_on_and_is_filled_in_later(
     assert len(history(client, run.info.run_id, "val_avg_f1")) == 2
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"epochs.csv", "curves.png", "train_config.yaml", "result.json", "model"} <= top
+
+
+def test_a_training_resumed_through_another_uri_of_its_store_keeps_its_run(
+    tiny_project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trial whose server was restarted on another port (or which reaches the same store
+    another way) continues its run: the run is looked up by id, not by URI."""
+    from mlflow import MlflowClient
+
+    from octopi.training.loop import TrainingLoop
+
+    def node_dies(self, *args, **kwargs):  # before the first checkpoint
+        raise SystemExit("node failure")
+
+    output = tmp_path / "trials" / "0"
+    first_uri = tracking.default_tracking_uri(tmp_path)
+    real_run = TrainingLoop.run
+    monkeypatch.setattr(TrainingLoop, "run", node_dies)
+    with pytest.raises(SystemExit):
+        tiny_train(tiny_project, output, first_uri)
+    monkeypatch.setattr(TrainingLoop, "run", real_run)
+    second_uri = f"sqlite:///{tmp_path.resolve()}/./mlflow.db"
+    result = tiny_train(tiny_project, output, second_uri)
+
+    client = MlflowClient(tracking_uri=first_uri)
+    runs = client.search_runs([client.get_experiment_by_name("octopi-train").experiment_id])
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(result.tracking_run_id, "FINISHED")]
+
+
+def tiny_train(project, output: Path, uri: str, epochs: int = 1):
+    """Train the tiny U-Net on the tiny project into ``output``, tracking to ``uri``."""
+    from octopi.config import (
+        DataConfig,
+        EvaluationConfig,
+        InferenceConfig,
+        LocalizeConfig,
+        TrainingConfig,
+        UnetConfig,
+    )
+    from octopi.training.trainer import train_model
+
+    return train_model(
+        DataConfig(configs=[project.source], voxel_size_angstrom=project.voxel_size_angstrom),
+        TrainingConfig(num_epochs=epochs, val_interval=1, batch_size=2, dim_in=16),
+        UnetConfig(channels=[8, 16, 32], strides=[2, 2]),
+        output,
+        inference=InferenceConfig(),
+        localize=LocalizeConfig(),
+        evaluation=EvaluationConfig(),
+        tracking_uri=uri,
+        show_progress=False,
+    )
