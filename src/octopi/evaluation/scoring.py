@@ -5,6 +5,15 @@ A prediction hits a ground-truth particle when it lies within ``distance_fractio
 at least one prediction, FP = predictions - TP, FN = ground truth - TP. Counts are summed over
 runs before precision, recall and F-beta are computed, and the final score is the class-weighted
 mean of the per-class F-beta.
+
+As in the competition's metric (https://www.kaggle.com/code/metric/czi-cryoet-84969), the weight of
+every scored class is in the denominator of that mean, whether or not the class has ground truth
+or picks: a class without particles anywhere scores 0 and still weighs. Scoring the six CZII
+classes therefore divides by 7, the competition's ``sum(weights.values())``. Two deliberate
+differences, both out of reach of the competition's data: a run without any ground-truth particle
+is scored (its picks are false positives; the competition drops such a run), and a class the
+weights do not name weighs 1 in the denominator too. tests/unit/test_scoring_kaggle.py checks
+this against an independent implementation of the competition's formula.
 """
 
 from __future__ import annotations
@@ -174,7 +183,9 @@ class ScoreReport:
         return self.per_class[class_name].fbeta(self.beta)
 
     def weighted_fbeta_at(self, beta: float) -> float:
-        """Class-weighted mean F-beta; classes without a weight count 1.0; all weights 0 -> 0.0."""
+        """Class-weighted mean F-beta over every scored class, those without ground truth or
+        picks included (F = 0, weight in the denominator, as in the CZII metric); classes without
+        a weight count 1.0; all weights 0 -> 0.0."""
         total_weight = sum(self.weight(name) for name in self.per_class)
         if total_weight <= 0:
             return 0.0
