@@ -1,23 +1,56 @@
 # Two entry points for a fresh machine with only Python 3.11: `make demo` and `make test`.
-# Both create .venv, install torch==2.13.0 first (a CPU wheel here; an unpinned torch
-# would pull a 5 GB CUDA build), then this package. Reruns only reinstall what changed.
+# Both create .venv and install into it exactly the versions in requirements-lock.txt (the ones
+# the tests ran with), with uv (bootstrapped into .venv by pip; version from the lock).
+# Reruns only reinstall what changed: the stamp depends on pyproject.toml and the lock.
+# `make lock` regenerates the lock after a change of the dependencies in pyproject.toml.
 
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 STAMP := $(VENV)/.installed
+LOCK := requirements-lock.txt
+UV := $(BIN)/uv
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' $(LOCK))
 
-.PHONY: install dev demo test lint format schema clean
+# torch: the lock pins torch==2.13.0, a version with a CPU build and CUDA builds (the nvidia-*
+# wheels of PyPI's CUDA build are pinned too; a CPU build never installs them).
+#   TORCH_BACKEND empty (default): the build that the package sources below offer: the CPU
+#     wheel where pip is configured to find one (CI: find-links /opt/wheels); from plain PyPI
+#     on Linux, the CUDA 13 build (about 5 GB with its nvidia-* wheels).
+#   TORCH_BACKEND=cpu, cu126, cu128, cu130, ... or auto (CPU, or the CUDA build that the
+#     installed driver supports): from download.pytorch.org (uv's --torch-backend).
+# To switch an existing .venv: rm -rf .venv, then `make install TORCH_BACKEND=...`.
+TORCH_BACKEND ?=
+
+# Package sources: the ones pip is configured with (pip.conf; PIP_INDEX_URL,
+# PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS), so that a mirror or a local wheelhouse serves uv as it
+# serves pip; like pip, uv then takes the highest version that fits from any of them
+# (unsafe-best-match; every version is pinned anyway). Set UV_SOURCES to override.
+pip_config = $(shell $(BIN)/python -m pip config list 2>/dev/null | sed -n "s/^[^.]*\.$(1)='\(.*\)'$$/\1/p")
+UV_SOURCES ?= $(addprefix --index-url=,$(firstword $(call pip_config,index-url))) \
+	$(addprefix --extra-index-url=,$(sort $(call pip_config,extra-index-url))) \
+	$(addprefix --find-links=,$(sort $(call pip_config,find-links))) --index-strategy=unsafe-best-match
+UV_INSTALL = $(UV) pip install --python $(BIN)/python $(UV_SOURCES) \
+	$(if $(TORCH_BACKEND),--torch-backend=$(TORCH_BACKEND)) --constraints $(LOCK) --build-constraints $(LOCK)
+# `make lock` resolves against this index alone (the CUDA build of torch, with its nvidia-*
+# wheels), for every platform and Python 3.11+ (--universal). LOCK_ARGS: e.g. --upgrade, or
+# --upgrade-package mlflow; without them the versions already in the lock are kept.
+LOCK_INDEX ?= https://pypi.org/simple
+LOCK_ARGS ?=
+
+.PHONY: install dev demo test lint format schema lock clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(UV): $(BIN)/python $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@touch $(UV)
+
+$(STAMP): $(UV) pyproject.toml $(LOCK)
+	$(UV_INSTALL) pip uv -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -49,6 +82,12 @@ format: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/octopi schema --output workflow/schemas/config.schema.json
+
+# pip, uv and hatchling (the build backend) are locked too.
+lock: $(UV)
+	printf 'pip\nuv\nhatchling\n' | $(UV) pip compile pyproject.toml - --extra dev \
+		--universal --python-version 3.11 --index-url $(LOCK_INDEX) --annotation-style line \
+		--custom-compile-command "make lock" --output-file $(LOCK) $(LOCK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
