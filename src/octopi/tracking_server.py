@@ -20,9 +20,9 @@ runs one ``mlflow server``, the only process that opens that file, and the jobs 
 - ``STUDY/mlflow_server.json`` records PID, host, port, URI and the process that owns it;
   the server's log is ``STUDY/logs/mlflow_server.log``. A watchdog restarts a server that dies
   while the study runs, on the same port (the jobs keep their URI).
-- Stopped (SIGTERM to its process group, then SIGKILL) when model-explore ends, however it
-  ends short of SIGKILL; a server left behind by a killed head is stopped by the next run of
-  the study (``--resume``) before it starts its own.
+- Stopped (SIGTERM to its process group, then SIGKILL) when model-explore ends; if the head is
+  killed, the kernel stops it too (Linux: parent-death signal). A server left behind anyway
+  is stopped by the next run of the study (``--resume``) before it starts its own.
 
 When a study gets a server, and what model-explore tells the user: :mod:`octopi.study_tracking`.
 A trial never depends on the server: see :mod:`octopi.tracking_calls` and
@@ -60,6 +60,22 @@ WATCH_INTERVAL_S = 5.0
 _DEFAULT_ALLOWED = ("localhost", "127.0.0.1", "0.0.0.0", "10.*", "192.168.*") + tuple(
     f"172.{i}.*" for i in range(16, 32)
 )
+
+
+# Runs the rest of its arguments as `python ...`, asking the kernel first to SIGTERM it when
+# the process that started it dies (Linux PR_SET_PDEATHSIG, which survives exec): a head that
+# is killed (kill -9, a lost SSH session) leaves no server behind on the login node. The
+# mlflow CLI passes SIGTERM on to its uvicorn worker.
+_DIE_WITH_PARENT = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass  # not Linux: --resume stops a server left behind
+if os.getppid() != int(sys.argv[1]):
+    sys.exit("the process that started the MLflow server is gone")
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
 
 
 class ServerStartError(RuntimeError):
@@ -207,7 +223,7 @@ class TrackingServer:
 
         backend = default_tracking_uri(self.study_dir)
         command = [
-            sys.executable, "-m", "mlflow", "server",
+            sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), "-m", "mlflow", "server",
             "--backend-store-uri", backend,
             "--default-artifact-root", str(default_artifact_location(backend)),
             "--no-serve-artifacts",

@@ -145,7 +145,8 @@ def test_a_server_killed_mid_study_loses_nothing(tmp_path: Path) -> None:
         started = time.monotonic()
         late = start_workers(uri, tmp_path, [8], epochs, 0.05, "--sync")  # starts while down
         outputs = finish({**workers, **late})
-        assert time.monotonic() - started < 120  # no trial waited long on the dead server
+        # MLflow's own retries would hold each call for minutes (7 retries, doubling waits)
+        assert time.monotonic() - started < 240
         assert all("failures 0" not in outputs[slot] for slot in range(8)), outputs
         assert "slot 8 done: run None" in outputs[8]
     finally:
@@ -183,3 +184,32 @@ def test_a_server_killed_mid_study_loses_nothing(tmp_path: Path) -> None:
         restarted.stop()
     parents_file = yaml.safe_load((tmp_path / "mlflow_parent_run.json").read_text())
     assert set(parents_file) == {uri, new_uri} and len(set(parents_file.values())) == 1
+
+
+def test_a_killed_head_takes_its_server_with_it(tmp_path: Path) -> None:
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from octopi.tracking_server import TrackingServer\n"
+            "server = TrackingServer(sys.argv[1], '127.0.0.1', '127.0.0.1')\n"
+            "print(server.start(), flush=True)\n"
+            "time.sleep(600)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        uri = head.stdout.readline().strip()
+        assert answers(uri), uri
+        server_pid = read_record(tmp_path)["pid"]
+    finally:
+        head.kill()  # kill -9: no clean-up code runs in the head
+        head.wait()
+    try:
+        wait_for(lambda: group_gone(server_pid), 30, "the server to stop with its head")
+        assert not answers(uri)
+    finally:
+        tracking_server.stop_process_group(server_pid, timeout_s=5)  # if the test failed
