@@ -3,8 +3,9 @@
 #
 # Run it in a study directory that holds config.yaml (`octopi model-explore` does this):
 #   snakemake --directory STUDY --snakefile Snakefile --workflow-profile profiles/default
-# Edit STUDY/config.yaml, not --config. Once the study has started only search.num_trials and
-# trial_resources.* may change there (MUTABLE_SETTINGS in src/octopi/study_settings.py): its
+# Edit STUDY/config.yaml, not --config. Once the study has started only search.num_trials,
+# trial_resources.*, monitor.* and tracking.* may change there (MUTABLE_SETTINGS in
+# src/octopi/study_settings.py): its
 # first run records its settings in started_config.yaml, and later runs refuse other values.
 from snakemake.utils import min_version, validate
 

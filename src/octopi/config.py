@@ -446,6 +446,75 @@ class TrialResources(Frozen):
     runtime_minutes: int = Field(default=720, ge=1)
     threads: int = Field(default=4, ge=1)
     retries: int = Field(default=2, ge=0)
+    warning_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="Slurm warns a trial job this many seconds before its time limit "
+        "(sbatch --signal=TERM@N, sent up to 60 s earlier still); the trial then saves a "
+        "checkpoint of its current step and exits, and its retry continues from that step. "
+        "0: no warning (a trial killed at the limit resumes from its last epoch).",
+    )
+
+
+class MonitorConfig(Frozen):
+    """What the study's head (`octopi model-explore` on a cluster) prints while it runs."""
+
+    heartbeat_minutes: float = Field(
+        default=5.0,
+        gt=0,
+        description="Print one line every N minutes: trials finished, running and queued on "
+        "Slurm, and how long ago the head last noticed a job end.",
+    )
+    stall_minutes: float = Field(
+        default=10.0,
+        gt=0,
+        description="Warn, naming the likely cause, when a trial's result has been on disk "
+        "this long without the head noticing that its job ended (its job status checks get "
+        "no answer).",
+    )
+
+
+class TrackingConfig(Frozen):
+    """Where a study's trials log to MLflow. May change between runs of a study."""
+
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI of the trials: an existing server (http://host:port) "
+        "or store, used as is (no server is started); 'none' turns tracking off. None: the "
+        "study's own store STUDY/mlflow.db, written directly by local trials and through an "
+        "MLflow server on the head node with a cluster profile (see server)",
+    )
+    server: bool | None = Field(
+        default=None,
+        description="Run an MLflow server on the head node for the study's store (its only "
+        "writer; the trials log over HTTP). None: with a cluster profile only; false: never "
+        "(every trial writes mlflow.db, unsafe on NFS/Lustre from many nodes)",
+    )
+    server_host: str | None = Field(
+        default=None,
+        description="Name or address the trial jobs reach the head node at. None: its fully "
+        "qualified name, else its host name",
+    )
+    server_bind: str = Field(
+        default="0.0.0.0",
+        description="Address the server listens on: 0.0.0.0 all interfaces; an address of the "
+        "cluster network keeps others out",
+    )
+    server_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Server port. 0: the study's previous port if free, else any free port",
+    )
+
+    @model_validator(mode="after")
+    def _uri_or_server(self) -> TrackingConfig:
+        if self.uri is not None and self.server:
+            raise ValueError(
+                "tracking.uri names a store to use and tracking.server: true starts one; set "
+                "only one of them"
+            )
+        return self
 
 
 class WorkflowConfig(Frozen):
@@ -458,6 +527,14 @@ class WorkflowConfig(Frozen):
     localize: LocalizeConfig = LocalizeConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     trial_resources: TrialResources = TrialResources()
+    monitor: MonitorConfig = Field(
+        default=MonitorConfig(),
+        description="what the head prints while a cluster study runs (heartbeat, stall warning)",
+    )
+    tracking: TrackingConfig = Field(
+        default=TrackingConfig(),
+        description="where the trials log to MLflow; the MLflow server of a cluster run",
+    )
     create_targets: TargetsConfig | None = None
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from octopi.cli.cluster_cmds import prepare_cluster_run, study_heartbeat
 from octopi.cli.options import data_options, default_help, friendly_errors, split_csv
 from octopi.config import (
     MODEL_TYPES,
@@ -41,6 +42,7 @@ _FLAGS: dict[str, tuple[str, str, Any]] = {
     "num_trials": ("search", "num_trials", None),
     "random_seed": ("search", "random_seed", None),
     "study_name": ("search", "study_name", None),
+    "tracking_uri": ("tracking", "uri", None),
 }
 
 
@@ -62,7 +64,7 @@ def build_study_config(
 ) -> WorkflowConfig:
     """``base`` (or the defaults) with every given flag applied; copick paths made absolute."""
     values = base.model_dump(mode="json") if base is not None else {}
-    for section in ("data", "training", "search"):
+    for section in ("data", "training", "search", "tracking"):
         values.setdefault(section, {})
     if configs:
         sources = [CopickSource.parse(text).model_dump(mode="json") for text in configs]
@@ -130,17 +132,14 @@ def _resolve_profile(profile: str | None) -> tuple[str | None, str | None]:
     return str(path), None if executor in (None, "local") else executor
 
 
-def _print_monitoring(study_dir: Path, config: WorkflowConfig) -> None:
-    journal, mlflow_db = study_dir / "optuna.journal", study_dir / "mlflow.db"
+def _print_monitoring(study_dir: Path, config: WorkflowConfig, tracking: Any) -> None:
+    journal = study_dir / "optuna.journal"
     click.echo(
         f"study {config.search.study_name!r}: {config.search.num_trials} trials of "
         f"{config.search.model_type} in {study_dir}\n"
         f"  Optuna study   {journal}\n"
         f"      optuna-dashboard {journal}      (pip install optuna-dashboard)\n"
-        f"  MLflow store   {mlflow_db} and {study_dir / 'mlruns'}\n"
-        f"      mlflow ui --backend-store-uri sqlite:///{mlflow_db}   → http://127.0.0.1:5000\n"
-        "      on a remote machine: ssh -L 5000:localhost:5000 user@login-node on your computer,\n"
-        "      then start mlflow ui (--port 5000) there and open http://127.0.0.1:5000\n"
+        f"{tracking.describe()}\n"
         f"  logs           {study_dir / 'logs'}/<rule>/\n"
         f"  report         {study_dir / 'report.html'} (when the study has finished)\n"
         "  interrupted?   rerun the same command with --resume"
@@ -282,6 +281,11 @@ def _recover(study_dir: Path, executor: str | None) -> None:
     "Relative paths in it are relative to its folder.",
 )
 @click.option("--profile", help="Snakemake profile, e.g. slurm (the packaged one) or a folder.")
+@click.option(
+    "--tracking-uri",
+    help="MLflow server (or store) the trials log to; 'none': off.  [default: the study's "
+    "mlflow.db, through an MLflow server this command runs on a cluster]",
+)
 @click.option("--dry-run", is_flag=True, help="Plan the jobs, run nothing.")
 @click.option("--jobs", type=int, help="Jobs at once (local: cores; cluster: submitted jobs).")
 @click.option(
@@ -306,6 +310,7 @@ def model_explore(
     """
     from octopi import workflow_runner as runner
     from octopi.study_settings import check_unchanged
+    from octopi.study_tracking import StudyTracking
 
     if gpus is not None and gpus < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--gpus")
@@ -320,18 +325,24 @@ def model_explore(
     gpu_slots, env = _plan_gpus(gpus, executor is not None)
 
     common = {"profile": profile_arg, "jobs": jobs, "gpu_slots": gpu_slots}
+    tracking = StudyTracking(study_dir, config.tracking, executor is not None)
     if dry_run:
-        _print_monitoring(study_dir, config)
+        _print_monitoring(study_dir, config, tracking)
         _dry_run(study_dir, config, env, rerun_incomplete=resume, **common)
         return
+    cluster_args = prepare_cluster_run(profile_arg, executor)  # before anything is written
     study_dir.mkdir(parents=True, exist_ok=True)
     runner.write_study_config(study_dir, config)
-    _print_monitoring(study_dir, config)
+    tracking = click.get_current_context().with_resource(tracking)  # stopped when we exit
+    _print_monitoring(study_dir, config, tracking)
+    env = tracking.environment(env)
     if resume:
         _recover(study_dir, executor)
         runner.run_snakemake(runner.snakemake_args(study_dir, extra=["--unlock"]), env)
-    args = runner.snakemake_args(study_dir, rerun_incomplete=resume, **common)
-    _check_status(runner.run_snakemake(args, env), study_dir)
+    args = runner.snakemake_args(study_dir, rerun_incomplete=resume, extra=cluster_args, **common)
+    with study_heartbeat(study_dir, config, executor, profile_arg):
+        status = runner.run_snakemake(args, env)
+    _check_status(status, study_dir)
     report = study_dir / "report.html"
     report_args = runner.snakemake_args(study_dir, extra=["--report", str(report)], **common)
     if runner.run_snakemake(report_args, env) != 0:

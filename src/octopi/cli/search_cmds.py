@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from octopi.cli.options import friendly_errors
+from octopi.cli.options import friendly_errors, stop_on_signals_then_exit
 
 _STUDY_DIR = click.option(
     "--study-dir",
@@ -31,7 +31,10 @@ _STUDY_CONFIG = click.option(
 )
 _TRACKING_URI = click.option(
     "--tracking-uri",
-    help="MLflow tracking URI; 'none' turns tracking off.  [default: sqlite:///STUDY_DIR/mlflow.db]",
+    envvar="OCTOPI_TRACKING_URI",  # octopi.study_tracking.TRACKING_URI_ENV
+    help="MLflow tracking URI; 'none' turns tracking off.  [default: $OCTOPI_TRACKING_URI (the "
+    "study's MLflow server, set by model-explore), else tracking.uri of the study config, else "
+    "sqlite:///STUDY_DIR/mlflow.db]",
 )
 
 
@@ -102,7 +105,7 @@ def explore_trial(
     # Locally each running trial takes its own GPU (under Slurm the job already has one).
     gpu_claim = claim_gpu() if device is None else nullcontext()
     try:
-        with gpu_claim:
+        with gpu_claim, stop_on_signals_then_exit(workflow.trial_resources.warning_seconds):
             result = run_trial_slot(
                 study_dir,
                 slot,

@@ -123,7 +123,7 @@ def select_best(
         plots=plots,
     )
     atomic_write_json(best_dir / "summary.json", summary.to_dict())
-    uri = tracking_uri or tracking.default_tracking_uri(study_dir)
+    uri = tracking_uri or workflow.tracking.uri or tracking.default_tracking_uri(study_dir)
     parent = sync_study(study_dir, uri, study.study_name, metric, trials)
     _close_parent_run(study_dir, uri, parent, summary)
     return summary

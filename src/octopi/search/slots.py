@@ -85,7 +85,8 @@ def run_trial_slot(
 ) -> SlotResult:
     """Run slot ``slot`` of the study in ``study_dir`` (see the module docstring).
 
-    ``tracking_uri`` None → ``sqlite:///<study_dir>/mlflow.db``; ``"none"`` turns MLflow off.
+    ``tracking_uri`` None → ``workflow.tracking.uri``, else ``sqlite:///<study_dir>/mlflow.db``;
+    ``"none"`` turns MLflow off.
     ``search_space_overrides`` None → ``<study_dir>/search_space.yaml`` (if any).
     ``memory_bytes`` None → :func:`~octopi.search.trial_configs.device_memory_bytes`.
     Training errors mark the trial FAIL, write ``error.json`` and propagate (``checkpoint.pt``
@@ -201,7 +202,7 @@ def _run_trial(
         trial, folder, workflow, overrides, device, memory_bytes
     )
     phases.lap("suggest")
-    uri = tracking_uri or tracking.default_tracking_uri(attempt.study_dir)
+    uri = tracking_uri or workflow.tracking.uri or tracking.default_tracking_uri(attempt.study_dir)
     parent = study_parent_run(attempt.study_dir, uri, search.study_name)
     phases.lap("mlflow_parent")
 
