@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from octopi.training import loop as loop_module  # noqa: E402
 from octopi.training.stop import (  # noqa: E402
     TrainingStopped,
     request_stop,
+    stop_at,
     stop_on_signals,
     stop_requested,
 )
@@ -119,7 +121,22 @@ def test_signals_only_ask_for_a_stop_inside_the_block() -> None:
 def test_a_second_signal_stops_at_once_and_handlers_come_back() -> None:
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingStopped, match="SIGUSR1 again"), stop_on_signals():
-        request_stop("SIGTERM")
+        os.kill(os.getpid(), signal.SIGTERM)
         os.kill(os.getpid(), signal.SIGUSR1)
     assert signal.getsignal(signal.SIGTERM) is before
+    assert stop_requested() is None
+
+
+def test_a_timer_asks_for_a_stop_and_a_later_signal_is_not_a_second_one() -> None:
+    with stop_on_signals(), stop_at(time.time() + 0.05, "Slurm time limit in 30 s"):
+        deadline = time.monotonic() + 5
+        while stop_requested() is None:
+            assert time.monotonic() < deadline, "the timer never fired"
+            time.sleep(0.01)
+        assert stop_requested() == "Slurm time limit in 30 s"
+        os.kill(os.getpid(), signal.SIGTERM)  # Slurm's warning after the timer: no escalation
+        assert stop_requested() == "Slurm time limit in 30 s"
+    with stop_on_signals(), stop_at(None, "never"):
+        request_stop("by hand")
+        assert stop_requested() == "by hand"
     assert stop_requested() is None
