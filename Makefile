@@ -87,7 +87,7 @@ schema: $(STAMP)
 lock: $(UV)
 	printf 'pip\nuv\nhatchling\n' | $(UV) pip compile pyproject.toml - --extra dev \
 		--universal --python-version 3.11 --index-url $(LOCK_INDEX) --annotation-style line \
-		--custom-compile-command "make lock" --output-file $(LOCK) $(LOCK_ARGS)
+		--custom-compile-command "make lock" --output-file $(LOCK) --quiet $(LOCK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
