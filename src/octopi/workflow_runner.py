@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 from octopi.config import WorkflowConfig
+from octopi.errors import MissingInputError
+from octopi.input_files import read_yaml_mapping
 from octopi.io_utils import atomic_write_yaml
 
 STUDY_CONFIG = "config.yaml"
@@ -53,14 +55,12 @@ def load_study_config(path: str | Path) -> WorkflowConfig:
     relative to the YAML file's folder and returned absolute.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
+    if not path.is_file() and not path.is_dir():
+        raise MissingInputError(
             f"study config {path} not found; pass --study-config (a workflow config YAML, as "
             "`octopi model-explore` writes into the study folder)"
         )
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of config sections, got {type(values)}")
+    values = read_yaml_mapping(path, "study config", allow_empty=True)
     for section in ("data", "create_targets"):
         section_values = values.get(section)
         if not isinstance(section_values, dict):

@@ -12,6 +12,7 @@ from octopi.config import CopickSource, ImportConfig
 from octopi.data.copick_io import CopickDataError, CopickProjects, write_project_config
 from octopi.data.mrc_import import fourier_rescale, import_mrc_tomograms
 from octopi.data.synthetic import czii_objects
+from octopi.errors import InputError
 
 
 def write_mrc(path: Path, volume: np.ndarray, voxel_size_angstrom: float | None) -> Path:
@@ -158,4 +159,30 @@ def test_two_files_for_one_run_are_refused_before_writing(project: Path, tmp_pat
         import_mrc_tomograms(
             ImportConfig(config=project, input_dir=tmp_path / "mrc"), show_progress=False
         )
+    assert CopickProjects([CopickSource(path=project)]).runs() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("truncated", "is truncated: its header announces 4 × 4 × 16 voxels (2048 bytes"),
+        ("text", "is not a readable MRC file"),
+        ("empty", "is not a readable MRC file"),
+    ],
+)
+def test_a_corrupt_file_is_named_and_nothing_is_written(
+    project: Path, tmp_path: Path, kind: str, problem: str
+) -> None:
+    write_mrc(tmp_path / "mrc" / "a.mrc", smooth_volume((4, 4, 4)), 10.0)
+    bad = write_mrc(tmp_path / "mrc" / "b.mrc", smooth_volume((4, 4, 16)), 10.0)
+    content = bad.read_bytes()
+    bad.write_bytes(
+        {"truncated": content[:-100], "text": b"voxel_size: 10\n" * 100, "empty": b""}[kind]
+    )
+    with pytest.raises(InputError) as caught:
+        import_mrc_tomograms(
+            ImportConfig(config=project, input_dir=tmp_path / "mrc"), show_progress=False
+        )
+    message = str(caught.value)
+    assert message.startswith(f"{bad} {problem}") and "\n" not in message, message
     assert CopickProjects([CopickSource(path=project)]).runs() == []

@@ -277,7 +277,7 @@ def split_runs(output, runs_file, study_config, **data_values):
     data = study.data if study is not None else build_data_config(**data_values)
     projects = CopickProjects(data.configs)
     if runs_file is not None:
-        usable = json.loads(Path(runs_file).read_text())["usable"]
+        usable = _usable_runs(Path(runs_file))
     else:
         usable = run_discovery(projects, data).usable
     split = run_split(usable, data, projects)
@@ -286,6 +286,18 @@ def split_runs(output, runs_file, study_config, **data_values):
         f"train {len(split.train)}, validation {len(split.validate)}, test {len(split.test)} "
         f"→ {output}"
     )
+
+
+def _usable_runs(runs_file: Path) -> list[str]:
+    """The usable runs recorded in a ``runs.json`` of ``octopi discover-runs``."""
+    from octopi.errors import InputError
+    from octopi.input_files import read_json_file
+
+    records = read_json_file(runs_file, "run list")
+    usable = records.get("usable") if isinstance(records, dict) else None
+    if not isinstance(usable, list):
+        raise InputError(f"{runs_file} lists no usable runs: not a runs.json of discover-runs")
+    return usable
 
 
 @click.command()

@@ -19,6 +19,7 @@ import numpy as np
 
 from octopi.config import CopickSource, ImportConfig
 from octopi.data.copick_io import CopickDataError, CopickProjects
+from octopi.errors import InputError, MissingInputError
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map")
 # Run names become directory names and the session/run separator is "/".
@@ -68,14 +69,37 @@ def fourier_rescale(volume: np.ndarray, factor: float | tuple[float, float, floa
 
 
 def _read_header(path: Path) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    """Shape (Z, Y, X) in voxels and voxel size (Z, Y, X) in Å from the MRC header."""
-    import mrcfile
+    """Shape (Z, Y, X) in voxels and voxel size (Z, Y, X) in Å from the MRC header.
 
-    with mrcfile.open(path, permissive=True, header_only=True) as mrc:
-        header = mrc.header
-        shape = (int(header.nz), int(header.ny), int(header.nx))
-        size = mrc.voxel_size
-        voxel_zyx = (float(size.z), float(size.y), float(size.x))
+    Raises :class:`InputError` naming the file when it is not an MRC file or is shorter than
+    its header says (truncated), so a bad file stops the import before anything is written.
+    """
+    import warnings
+
+    import mrcfile
+    from mrcfile.utils import dtype_from_mode
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # permissive: header oddities warn; checked below
+            with mrcfile.open(path, permissive=True, header_only=True) as mrc:
+                header = mrc.header
+                shape = (int(header.nz), int(header.ny), int(header.nx))
+                size = mrc.voxel_size
+                voxel_zyx = (float(size.z), float(size.y), float(size.x))
+                mode, extended = int(header.mode), int(header.nsymbt)
+        itemsize = dtype_from_mode(mode).itemsize
+    except (ValueError, TypeError, OverflowError) as error:
+        raise InputError(f"{path} is not a readable MRC file ({error})") from error
+    if min(shape) < 1:
+        raise InputError(f"{path} is not a readable MRC file (its header gives shape {shape})")
+    expected = 1024 + extended + itemsize * shape[0] * shape[1] * shape[2]
+    found = path.stat().st_size
+    if found < expected:
+        raise InputError(
+            f"{path} is truncated: its header announces {' × '.join(map(str, shape))} voxels "
+            f"({expected} bytes with the header), the file holds {found} bytes"
+        )
     return shape, voxel_zyx
 
 
@@ -91,13 +115,36 @@ def import_mrc_tomograms(
 
     folder = Path(config.input_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"input folder not found: {folder}")
+        raise MissingInputError(f"input folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MRC_SUFFIXES)
     if not files:
         raise CopickDataError(f"no {'/'.join(MRC_SUFFIXES)} files in {folder}")
     projects = CopickProjects([CopickSource(path=config.config)])
-    existing = {ref.run_name: ref for ref in projects.runs()}
+    plan = _plan_imports(files, config, projects)
 
+    for item in tqdm(plan, desc="import", unit="tomogram", disable=not show_progress):
+        with mrcfile.open(item.source, permissive=True) as mrc:
+            volume = np.asarray(mrc.data, dtype=np.float32)
+        if item.resampled:
+            target = item.voxel_size_angstrom
+            volume = fourier_rescale(
+                volume, tuple(v / target for v in item.source_voxel_size_zyx_angstrom)
+            )
+        projects.write_tomogram(
+            item.run_name,
+            item.voxel_size_angstrom,
+            config.tomo_algorithm,
+            volume,
+            overwrite=config.overwrite,
+        )
+    return plan
+
+
+def _plan_imports(
+    files: list[Path], config: ImportConfig, projects: CopickProjects
+) -> list[ImportedTomogram]:
+    """One import per file, every file checked; raises before anything is written."""
+    existing = {ref.run_name: ref for ref in projects.runs()}
     plan: list[ImportedTomogram] = []
     for path in files:
         name = path.stem
@@ -110,7 +157,7 @@ def import_mrc_tomograms(
         if same_run:
             raise CopickDataError(
                 f"{same_run[0]} and {path.name} would both be run {name!r}; keep one of them "
-                f"in {folder}"
+                f"in {path.parent}"
             )
         shape, voxel_zyx = _read_header(path)
         if min(voxel_zyx) <= 0:
@@ -129,20 +176,4 @@ def import_mrc_tomograms(
                     f"{target_voxel:g}; pass --overwrite to replace it"
                 )
         plan.append(ImportedTomogram(name, path, new_shape, voxel_zyx, target_voxel))
-
-    for item in tqdm(plan, desc="import", unit="tomogram", disable=not show_progress):
-        with mrcfile.open(item.source, permissive=True) as mrc:
-            volume = np.asarray(mrc.data, dtype=np.float32)
-        if item.resampled:
-            target = item.voxel_size_angstrom
-            volume = fourier_rescale(
-                volume, tuple(v / target for v in item.source_voxel_size_zyx_angstrom)
-            )
-        projects.write_tomogram(
-            item.run_name,
-            item.voxel_size_angstrom,
-            config.tomo_algorithm,
-            volume,
-            overwrite=config.overwrite,
-        )
     return plan

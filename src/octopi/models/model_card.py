@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import Field
 
 from octopi import __version__
-from octopi.config import Frozen, ModelArchitecture, TargetSpec, UnetConfig
+from octopi.config import Frozen, ModelArchitecture, NormalisationConfig, TargetSpec, UnetConfig
+from octopi.input_files import read_yaml_mapping, validate_file
 
 
 class ClassInfo(Frozen):
@@ -23,13 +23,6 @@ class ClassInfo(Frozen):
     name: str
     label: int = Field(ge=1)
     radius_angstrom: float = Field(gt=0)
-
-
-class NormalisationConfig(Frozen):
-    """Per-tomogram z-score normalisation, clipped."""
-
-    method: str = Field(default="zscore", pattern="^zscore$")
-    clip_sigma: float | None = Field(default=5.0, gt=0)
 
 
 class ModelCard(Frozen):
@@ -56,7 +49,6 @@ class ModelCard(Frozen):
 
     @classmethod
     def load(cls, path: str | Path) -> ModelCard:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model config not found: {path}")
-        return cls.model_validate(yaml.safe_load(path.read_text()))
+        """Read ``model_config.yaml``; an InputError naming the file when it is not one."""
+        values = read_yaml_mapping(path, "model config")
+        return validate_file(cls, values, path, "model config")

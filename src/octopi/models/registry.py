@@ -12,6 +12,8 @@ from octopi.config import (
     SegResNetConfig,
     UnetConfig,
 )
+from octopi.errors import InputError
+from octopi.input_files import load_torch_file
 from octopi.models.model_card import ModelCard
 
 if TYPE_CHECKING:
@@ -87,11 +89,11 @@ BUILDERS: dict[str, Callable] = {
 
 
 def check_patch_size(card: ModelCard, dim_in: int | None = None) -> None:
-    """Raise ``ValueError`` unless the patch edge is a multiple of the network's downsampling."""
+    """Raise ``InputError`` unless the patch edge is a multiple of the network's downsampling."""
     edge = card.dim_in if dim_in is None else dim_in
     factor = card.architecture.downsampling_factor()
     if edge % factor:
-        raise ValueError(
+        raise InputError(
             f"--dim-in {edge} is not divisible by {factor}, the {card.architecture.model_type}'s "
             f"total downsampling (product of the strides); use a multiple of {factor}"
         )
@@ -106,22 +108,21 @@ def build_model(card: ModelCard) -> torch.nn.Module:
 def load_model(card: ModelCard, weights_path: str | Path, device: str = "cpu") -> torch.nn.Module:
     """Build the network of ``card`` and load ``weights_path`` into it (strictly).
 
-    Raises ``ValueError`` naming the mismatch when the weights belong to another architecture.
+    Raises :class:`~octopi.errors.InputError` naming the file when it is missing, not a
+    weights file, or holds the weights of another architecture.
     """
-    import torch
-
     weights_path = Path(weights_path)
-    if not weights_path.is_file():
-        raise FileNotFoundError(f"model weights not found: {weights_path}")
-    model = build_model(card)
-    state = torch.load(weights_path, map_location=device, weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+    state = load_torch_file(weights_path, "model weights", map_location=device)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a full training checkpoint
+    if not isinstance(state, dict) or not state:
+        raise InputError(f"model weights {weights_path} hold no weights (a {type(state).__name__})")
+    model = build_model(card)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, AttributeError) as error:
         first_lines = "\n".join(str(error).splitlines()[:4])
-        raise ValueError(
+        raise InputError(
             f"weights {weights_path} do not match the model config "
             f"({card.architecture.model_type}, {card.out_channels} output channels): {first_lines}"
         ) from error

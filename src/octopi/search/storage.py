@@ -25,6 +25,7 @@ import optuna
 
 from octopi import __version__, tracking
 from octopi.config import SearchConfig, TrainingConfig
+from octopi.errors import InputError, MissingInputError
 from octopi.io_utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ STUDY_LOCK_NAME = ".study.lock"
 IDENTITY_ATTRS = ("model_type", "metric", "search_space_overrides")
 
 
-class StudyMismatchError(ValueError):
+class StudyMismatchError(InputError):
     """The study folder holds a study made with another model type, metric or search space."""
 
 
@@ -67,13 +68,20 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
 
 
 def journal_storage(study_dir: str | Path) -> optuna.storages.JournalStorage:
-    """JournalStorage on ``<study_dir>/optuna.journal`` (created if missing)."""
+    """JournalStorage on ``<study_dir>/optuna.journal`` (created if missing); an
+    :class:`~octopi.errors.InputError` naming the file when it cannot be replayed."""
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
     path = str(Path(study_dir) / JOURNAL_NAME)
     Path(study_dir).mkdir(parents=True, exist_ok=True)
     backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
-    return optuna.storages.JournalStorage(backend)
+    try:
+        return optuna.storages.JournalStorage(backend)  # replays the whole journal
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise InputError(
+            f"Optuna journal {path} is corrupt or not an Optuna journal ({type(error).__name__} "
+            "while replaying it); restore it from a copy, or run the study in a new folder"
+        ) from error
 
 
 def make_sampler(search: SearchConfig, slot: int | None = None) -> optuna.samplers.BaseSampler:
@@ -186,14 +194,14 @@ def load_study(study_dir: str | Path) -> optuna.Study:
     """
     path = Path(study_dir) / JOURNAL_NAME
     if not path.is_file() or path.stat().st_size == 0:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"no Optuna study in {study_dir}: {JOURNAL_NAME} is missing or empty; run "
             "`octopi explore-trial` for at least one slot first"
         )
     storage = journal_storage(study_dir)
     names = [s.study_name for s in storage.get_all_studies()]
     if len(names) != 1:
-        raise ValueError(f"{path} holds {len(names)} studies ({names}); expected exactly one")
+        raise InputError(f"{path} holds {len(names)} studies ({names}); expected exactly one")
     return optuna.load_study(study_name=names[0], storage=storage)
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from octopi.errors import InputError
+from octopi.input_files import load_torch_file
 from octopi.io_utils import atomic_path
 
 CHECKPOINT_FORMAT = 1
@@ -32,19 +34,15 @@ def save_torch(path: str | Path, data: Any) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint written by :func:`save_torch` onto the CPU."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing
-        raise ValueError(
-            f"cannot read training checkpoint {path} ({error.__class__.__name__}: {error}); "
-            "delete it to start over, or train into a new --output"
-        ) from error
+    """Load a checkpoint written by :func:`save_torch` onto the CPU.
+
+    Raises :class:`~octopi.errors.InputError` naming the file when it is not one.
+    """
+    fix = "delete it to start over, or train into a new --output"
+    state = load_torch_file(path, "training checkpoint", fix)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path} is not an octopi training checkpoint (format {CHECKPOINT_FORMAT}); "
-            "train into a new --output"
+        raise InputError(
+            f"{path} is not an octopi training checkpoint (format {CHECKPOINT_FORMAT}); {fix}"
         )
     return state
 
