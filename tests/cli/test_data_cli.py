@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 import yaml
 from click.testing import CliRunner, Result
@@ -274,17 +273,3 @@ def test_demo_builds_a_project_runs_the_study_and_reuses_the_project(
     assert tomogram.stat().st_mtime_ns == stamp
     assert len(calls) == 2
 
-
-def test_friendly_errors_show_the_message_unmangled() -> None:
-    from octopi.cli.options import friendly_errors
-
-    @click.command()
-    @click.argument("kind")
-    @friendly_errors
-    def fail(kind: str) -> None:
-        if kind == "key":
-            raise KeyError("no entry 'x' in runs.json")
-        raise ValueError("'a,b': expected 'name'")
-
-    assert_clean_failure(CliRunner().invoke(fail, ["key"]), "Error: no entry 'x' in runs.json\n")
-    assert_clean_failure(CliRunner().invoke(fail, ["value"]), "Error: 'a,b': expected 'name'\n")

@@ -22,6 +22,7 @@ from octopi.config import (
     canonical_model_type,
     workflow_json_schema,
 )
+from octopi.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.json"
 
@@ -120,8 +121,20 @@ def test_copick_source_parse() -> None:
 
 @pytest.mark.parametrize("text", [",a/copick.json", "exp1,", " , "])
 def test_copick_source_parse_errors(text: str) -> None:
-    with pytest.raises(ValueError, match="expected 'path' or 'session_name,path'"):
+    with pytest.raises(InputError, match="expected 'path' or 'session_name,path'"):
         CopickSource.parse(text)
+
+
+def test_an_existing_file_with_a_comma_is_a_path(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "lab,2024").mkdir()
+    config = tmp_path / "lab,2024" / "copick.json"
+    config.write_text("{}")
+    assert CopickSource.parse(str(config)) == CopickSource(path=config)
+    monkeypatch.chdir(tmp_path / "lab,2024")
+    (tmp_path / "lab,2024" / "a,b.json").write_text("{}")
+    assert CopickSource.parse("a,b.json") == CopickSource(path=Path("a,b.json"))
+    # Not an existing file: session name and path, as before.
+    assert CopickSource.parse("a,c.json") == CopickSource(path=Path("c.json"), session_name="a")
 
 
 def test_target_spec_parse() -> None:

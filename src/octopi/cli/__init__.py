@@ -7,10 +7,12 @@ Subcommand modules import only click and the config models at import time, so
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
 from octopi import __version__
+from octopi.errors import DEBUG_ENV
 
 # name -> "module:function"; grouped as the help lists them.
 COMMANDS: dict[str, str] = {
@@ -49,5 +51,13 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="octopi")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    help=f"Show the traceback of every error, also of known bad input (same as {DEBUG_ENV}=1; "
+    "the commands a study runs inherit it).",
+)
+def main(debug: bool) -> None:
     """octopi: train, search and apply 3D particle-picking networks on copick projects."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"

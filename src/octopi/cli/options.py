@@ -17,8 +17,14 @@ import click
 from pydantic import BaseModel, ValidationError
 
 from octopi.config import CopickSource, DataConfig, TargetSpec
+from octopi.errors import InputError, debug_enabled, validation_problems
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+UNEXPECTED_NOTE = (
+    "octopi did not expect this error. If your input or the machine does not explain it, "
+    "please report it with the traceback above."
+)
 
 
 def split_csv(value: str | None) -> list[str] | None:
@@ -53,12 +59,7 @@ def default_help(model: type[BaseModel], field: str) -> str:
 
 
 def validation_message(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "value"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
-    return "invalid settings:\n  " + "\n  ".join(lines)
+    return "invalid settings:\n  " + "\n  ".join(validation_problems(error))
 
 
 def build(model: type[ModelT], **values: Any) -> ModelT:
@@ -67,18 +68,25 @@ def build(model: type[ModelT], **values: Any) -> ModelT:
 
 
 def friendly_errors(command: Callable) -> Callable:
-    """Turn expected failures (bad input, missing data) into a one-paragraph CLI error."""
+    """Known bad input (:class:`~octopi.errors.InputError`, invalid settings) becomes a short
+    CLI error without a traceback. Anything else is unexpected and keeps its traceback, with a
+    note asking for a report; ``OCTOPI_DEBUG=1`` (``octopi --debug``) shows every traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except ValidationError as error:
-            raise click.ClickException(validation_message(error)) from error
-        except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
-            # str(KeyError("x")) is "'x'"; other messages may start or end with a quote.
-            message = str(error.args[0]) if isinstance(error, KeyError) and error.args else error
-            raise click.ClickException(str(message)) from error
+        except (InputError, ValidationError) as error:
+            if debug_enabled():
+                raise
+            if isinstance(error, ValidationError):
+                raise click.ClickException(validation_message(error)) from error
+            raise click.ClickException(str(error)) from error
+        except (click.ClickException, click.Abort, click.exceptions.Exit):
+            raise
+        except Exception as error:
+            error.add_note(UNEXPECTED_NOTE)
+            raise
 
     return wrapper
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from octopi.config import DataConfig
 from octopi.data.copick_io import CopickDataError, CopickProjects
+from octopi.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def split_runs(
         validate = _explicit(data.validate_run_ids, usable, projects, "--validateRunIDs")
         overlap = sorted(set(train) & set(validate))
         if overlap:
-            raise ValueError(f"runs both in training and validation: {', '.join(overlap)}")
+            raise InputError(f"runs both in training and validation: {', '.join(overlap)}")
         return RunSplit(train=train, validate=validate, test=[])
 
     keys = sorted(usable)
@@ -107,7 +108,7 @@ def split_runs(
         counts["test"] = n_test
     empty = [role for role, n in counts.items() if n < 1]
     if empty:
-        raise ValueError(
+        raise InputError(
             f"data split {data.data_split} of {len(keys)} usable runs gives "
             + ", ".join(f"{n} {role}" for role, n in counts.items())
             + f": the {' and '.join(empty)} set would be empty; add runs or change --data-split"

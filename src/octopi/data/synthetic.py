@@ -18,6 +18,7 @@ from pathlib import Path
 from octopi.config import CopickSource, SynthesizeConfig
 from octopi.data.copick_io import CopickProjects, ParticleObject, write_project_config
 from octopi.data.synthetic_volume import CZII_PARTICLES, simulate_run
+from octopi.errors import OutputExistsError
 
 TOMOGRAM_ALGORITHMS = ("wbp", "denoised")
 
@@ -69,7 +70,7 @@ def synthesize_project(config: SynthesizeConfig, show_progress: bool = True) -> 
 
     output = Path(config.output).resolve()
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise FileExistsError(f"{output} exists and is not empty; choose a new --output")
+        raise OutputExistsError(f"{output} exists and is not empty; choose a new --output")
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:

@@ -15,6 +15,7 @@ import numpy as np
 
 from octopi.config import TargetsConfig
 from octopi.data.copick_io import CopickDataError, CopickProjects
+from octopi.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def render_label_volume(shape_zyx: Sequence[int], objects: Sequence[LabelledCent
     """
     shape = tuple(int(n) for n in shape_zyx)
     if any(obj.label < 1 or obj.label > 255 for obj in objects):
-        raise ValueError("labels must lie in 1..255 for a uint8 label volume")
+        raise InputError("labels must lie in 1..255 for a uint8 label volume")
     labels = np.zeros(shape, dtype=np.uint8)
     best = np.full(shape, np.inf, dtype=np.float32)
     for obj in sorted(objects, key=lambda o: o.label):

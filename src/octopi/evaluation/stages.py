@@ -8,6 +8,7 @@ import numpy as np
 
 from octopi.config import DEFAULT_PREDICTED_PICKS, CopickSource, EvaluationConfig, PickSpec
 from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject, RunRef
+from octopi.errors import InputError
 from octopi.evaluation.scoring import ScoreReport, score
 from octopi.inference.stages import select_objects
 
@@ -35,7 +36,7 @@ def _runs_to_score(
     gt = f"{ground_truth.user_id},{ground_truth.session_id}"
     if run_ids is not None:
         if not run_ids:
-            raise ValueError("--run-ids is empty; name at least one run or leave it out")
+            raise InputError("--run-ids is empty; name at least one run or leave it out")
         refs = [projects.resolve(key) for key in run_ids]
         for ref in refs:
             if not _has_picks(projects, ref, objects, ground_truth):

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from octopi.config import canonical_model_type
+from octopi.errors import InputError
+from octopi.input_files import read_yaml_mapping
 from octopi.models.training_memory import MEMORY_FRACTION
 
 ParamKind = Literal["float", "int", "categorical"]
@@ -131,13 +131,13 @@ def parse_overrides(model_type: str, overrides: Mapping[str, Any] | None) -> dic
 
     An override is one value (the parameter is fixed), a list (categorical: the choices;
     float/int: ``[low, high]``) or a mapping ``{low, high[, log]}``. Unknown names and
-    malformed values raise ``ValueError`` naming the parameter and the accepted forms.
+    malformed values raise ``InputError`` naming the parameter and the accepted forms.
     """
     model_type = canonical_model_type(model_type)
     space = {p.name: p for p in (*SEARCH_SPACE["all"], *SEARCH_SPACE[model_type])}
     for name, value in (overrides or {}).items():
         if name not in space:
-            raise ValueError(
+            raise InputError(
                 f"search-space override {name!r} is not a parameter of {model_type}; "
                 f"known: {', '.join(space)}"
             )
@@ -150,13 +150,7 @@ def load_overrides(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         return {}
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path}: expected a mapping of parameter name → override (value, list or range), "
-            f"got {type(data).__name__}"
-        )
-    return data
+    return read_yaml_mapping(path, "search space", allow_empty=True)
 
 
 def _as_number(value: Any) -> Any:
@@ -176,7 +170,7 @@ def _override(param: Param, value: Any) -> Param:
     if param.kind == "categorical":
         choices = tuple(value) if isinstance(value, list | tuple) else (value,)
         if not choices or any(isinstance(c, list | dict) for c in choices):
-            raise ValueError(f"{where}: give one value or a list of values, got {value!r}")
+            raise InputError(f"{where}: give one value or a list of values, got {value!r}")
         return replace(param, choices=choices)
     if isinstance(value, Mapping):
         low, high, log = value.get("low"), value.get("high"), value.get("log", param.log)
@@ -186,16 +180,16 @@ def _override(param: Param, value: Any) -> Param:
         low = high = value
         log = param.log
     else:
-        raise ValueError(
+        raise InputError(
             f"{where}: give a number, [low, high] or {{low: ..., high: ...}}, got {value!r}"
         )
     low, high = _as_number(low), _as_number(high)
     if not isinstance(low, int | float) or not isinstance(high, int | float) or low > high:
-        raise ValueError(f"{where}: need numbers low ≤ high, got low={low!r}, high={high!r}")
+        raise InputError(f"{where}: need numbers low ≤ high, got low={low!r}, high={high!r}")
     if log and low <= 0:
-        raise ValueError(f"{where}: a log-scaled range needs low > 0, got {low}")
+        raise InputError(f"{where}: a log-scaled range needs low > 0, got {low}")
     if param.kind == "int" and (int(low) != low or int(high) != high):
-        raise ValueError(f"{where}: {param.name} takes integers, got {low}, {high}")
+        raise InputError(f"{where}: {param.name} takes integers, got {low}, {high}")
     return replace(param, low=low, high=high, log=bool(log))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from octopi.config import PickSpec, TargetSpec, WorkflowConfig
 from octopi.data.split import RunSplit
+from octopi.errors import InputError, MissingInputError
 
 TEST_USER_ID = "octopi-explore"
 METRICS_PATH = Path("test") / "metrics.json"
@@ -51,7 +52,7 @@ def evaluate_test(
 
     study_dir = Path(study_dir)
     if not split.test:
-        raise ValueError(
+        raise InputError(
             "the split has no test runs: give --data-split two ratios (e.g. 0.7,0.1 → 20 % "
             "test) to keep runs for testing"
         )
@@ -59,7 +60,7 @@ def evaluate_test(
     weights = study_dir / "best" / "best_model_weights.pth"
     for path in (model_config, weights):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run select-best on the study first")
+            raise MissingInputError(f"{path} not found: run select-best on the study first")
 
     sources = workflow.data.configs
     seg_target = test_segmentation_target(workflow)

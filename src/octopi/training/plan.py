@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import Field
 
 from octopi.config import (
@@ -31,6 +30,8 @@ from octopi.config import (
 from octopi.config_diff import config_differences, listing
 from octopi.data.copick_io import CopickDataError, CopickProjects
 from octopi.data.split import RunSplit, discover_runs, split_runs
+from octopi.errors import InputError, OutputExistsError
+from octopi.input_files import read_yaml_mapping
 from octopi.models.model_card import ClassInfo, ModelCard
 from octopi.models.registry import build_model, check_patch_size, load_model
 from octopi.training.checkpoint import load_checkpoint
@@ -94,9 +95,9 @@ def plan_training(
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"--output {output_dir} exists and is not a folder; choose another")
+        raise OutputExistsError(f"--output {output_dir} exists and is not a folder; choose another")
     if (init_card is None) != (init_weights is None):
-        raise ValueError(
+        raise InputError(
             "fine-tuning needs both --model-config and --model-weights (a model_config.yaml "
             "and its best_model_weights.pth from an earlier training)"
         )
@@ -105,7 +106,7 @@ def plan_training(
         and architecture is not None
         and architecture != init_card.architecture
     ):
-        raise ValueError(
+        raise InputError(
             "fine-tuning takes the architecture from --model-config; drop the architecture "
             "options (--model-type, --channels, --strides, --res-units)"
         )
@@ -172,13 +173,13 @@ def _check_split(split: RunSplit, usable: list[str], data: DataConfig) -> None:
             f"the target {data.target}; usable runs: {', '.join(usable)}"
         )
     if not split.train or not split.validate:
-        raise ValueError(
+        raise InputError(
             f"training needs at least one training and one validation run; the split has "
             f"{len(split.train)} training and {len(split.validate)} validation runs"
         )
     overlap = sorted(set(split.train) & set(split.validate))
     if overlap:
-        raise ValueError(f"runs both in training and validation: {', '.join(overlap)}")
+        raise InputError(f"runs both in training and validation: {', '.join(overlap)}")
 
 
 def project_classes(projects: CopickProjects) -> list[ClassInfo]:
@@ -203,17 +204,17 @@ def project_classes(projects: CopickProjects) -> list[ClassInfo]:
 def check_fine_tuning(
     init_card: ModelCard, classes: list[ClassInfo], voxel_size_angstrom: float, dim_in: int
 ) -> None:
-    """Raise ``ValueError`` unless a model of ``init_card`` can be fine-tuned on this data."""
+    """Raise ``InputError`` unless a model of ``init_card`` can be fine-tuned on this data."""
     theirs = sorted((c.name, c.label) for c in init_card.classes)
     ours = sorted((c.name, c.label) for c in classes)
     if theirs != ours:
-        raise ValueError(
+        raise InputError(
             f"--model-config classes {theirs} differ from the copick project's particle "
             f"objects {ours}; fine-tune on a project with the same objects and labels, or "
             "train a new model"
         )
     if not math.isclose(init_card.voxel_size_angstrom, voxel_size_angstrom):
-        raise ValueError(
+        raise InputError(
             f"--model-config was trained at voxel size {init_card.voxel_size_angstrom:g} Å but "
             f"--voxel-size is {voxel_size_angstrom:g} Å; fine-tune at "
             f"{init_card.voxel_size_angstrom:g} Å (or resample the tomograms)"
@@ -259,7 +260,7 @@ def check_output_dir(output_dir: Path, resolved: dict) -> dict | None:
         _refuse_if_different(output_dir, checkpoint_path, state.get("config", {}), resolved)
         return state
     if config_path.is_file():
-        stored = yaml.safe_load(config_path.read_text()) or {}
+        stored = read_yaml_mapping(config_path, "training config", allow_empty=True)
         stored.pop("command", None)
         _refuse_if_different(output_dir, config_path, stored, resolved)
     return None
@@ -269,7 +270,7 @@ def _refuse_if_different(output_dir: Path, source: Path, stored: dict, resolved:
     differences = config_differences(stored, resolved)
     if not differences:
         return
-    raise FileExistsError(
+    raise OutputExistsError(
         f"--output {output_dir} holds a training run with different settings ({source.name}):"
         f"\n{listing(differences)}\nchoose a new --output for these settings, or rerun with the "
         f"original ones to resume; nothing was written"

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from octopi.errors import InputError
+
 
 class WarmupCosineSchedule:
     """``lr(p) = base_lr * factor(p)`` for progress ``p`` in epochs (0 … num_epochs).
@@ -65,7 +67,7 @@ class WarmupCosineSchedule:
     def load_state_dict(self, state: dict) -> None:
         """Check a stored schedule against this one (the schedule itself is stateless)."""
         if state != self.state_dict():
-            raise ValueError(
+            raise InputError(
                 f"checkpoint was trained with learning-rate schedule {state}, this run asks for "
                 f"{self.state_dict()}; use a new --output or the original settings"
             )

@@ -30,6 +30,7 @@ from octopi.config import (
     TrainingConfig,
 )
 from octopi.data.split import RunSplit
+from octopi.errors import MissingInputError
 from octopi.io_utils import atomic_write_json, write_resolved_config
 from octopi.models.model_card import ModelCard
 from octopi.runtime import select_device
@@ -224,5 +225,5 @@ def load_result(output_dir: str | Path) -> dict:
     """The ``result.json`` of a finished training in ``output_dir``."""
     path = Path(output_dir) / OUTPUT_FILES["result"]
     if not path.is_file():
-        raise FileNotFoundError(f"no finished training in {output_dir}: {path.name} is missing")
+        raise MissingInputError(f"no finished training in {output_dir}: {path.name} is missing")
     return json.loads(path.read_text())
