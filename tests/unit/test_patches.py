@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from octopi.config import AugmentationConfig
+from octopi.config import AugmentationConfig, NormalisationConfig
 from octopi.data.copick_io import CopickDataError, CopickProjects
 from octopi.data.patches import (
     CropLoader,
@@ -23,7 +23,6 @@ from octopi.data.patches import (
     sample_crops,
     step_generators,
 )
-from octopi.models.model_card import NormalisationConfig
 
 
 def make_sample(

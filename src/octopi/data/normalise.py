@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from octopi.models.model_card import NormalisationConfig
+from octopi.config import NormalisationConfig
 
 
 def normalise_tomogram(volume: np.ndarray, settings: NormalisationConfig) -> np.ndarray:

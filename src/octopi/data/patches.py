@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from octopi.config import AugmentationConfig, TargetSpec
+from octopi.config import AugmentationConfig, NormalisationConfig, TargetSpec
 from octopi.data.augment import augment_batch, plan_augmentation
 from octopi.data.cache import (
     MAX_INDEX_VOXELS_PER_CLASS,
@@ -31,7 +31,6 @@ from octopi.data.cache import (
     seed_entropy,
 )
 from octopi.data.normalise import normalise_tomogram
-from octopi.models.model_card import NormalisationConfig
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -148,6 +148,7 @@ COMMAND_MODELS: dict[str, str] = {
     "AttentionUnetConfig": "`octopi train --model-type AttentionUnet`; `model_config.yaml`",
     "SegResNetConfig": "`octopi train --model-type SegResNet`; `model_config.yaml`",
     "MedNeXtConfig": "`octopi train --model-type MedNeXt`; `model_config.yaml`",
+    "NormalisationConfig": "the `normalisation` of `model_config.yaml` (written by `octopi train`)",
     "SynthesizeConfig": "`octopi synthesize` (and `make demo`)",
     "ImportConfig": "`octopi import`",
     "TargetsConfig": "`octopi create-targets`; the study's optional `create_targets` section",
