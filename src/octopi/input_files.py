@@ -84,14 +84,13 @@ def validate_file(model: type[ModelT], values: Any, path: str | Path, what: str)
     except ValidationError as error:
         problems = validation_problems(error)
         raise InputError(
-            f"{what} {path} is not valid: " + "; ".join(problems[:5])
+            f"{what} {path} is not valid: "
+            + "; ".join(problems[:5])
             + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         ) from error
 
 
-def load_torch_file(
-    path: str | Path, what: str, fix: str = "", map_location: str = "cpu"
-) -> Any:
+def load_torch_file(path: str | Path, what: str, fix: str = "", map_location: str = "cpu") -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain data only, never code.
 
     Raises an InputError naming the file when it is missing, corrupt, truncated, not a
