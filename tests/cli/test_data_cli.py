@@ -272,4 +272,3 @@ def test_demo_builds_a_project_runs_the_study_and_reuses_the_project(
     assert "using the existing project" in result.output and "synthesized" not in result.output
     assert tomogram.stat().st_mtime_ns == stamp
     assert len(calls) == 2
-
