@@ -4,7 +4,8 @@ All models are pydantic v2, frozen and ``extra="forbid"``. CLI options default t
 and only override these models (see :func:`octopi.cli.options.build`); the Snakemake config
 is validated against the JSON schema generated from :class:`WorkflowConfig`.
 
-Defaults follow the published octopi training guide (shared/SEED-training.md).
+Defaults follow the published octopi training guide (docs/flags.md maps its flags to these
+settings); docs/architecture.md describes the layers and where defaults live.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from octopi.errors import InputError
 
 # The CZII cryo-ET object identification challenge weights (F-beta aggregation).
 CZII_CLASS_WEIGHTS: dict[str, float] = {
@@ -32,7 +35,7 @@ _COPICK_NAME = re.compile(r"^[A-Za-z0-9.\-]+$")
 def check_copick_name(value: str, what: str) -> str:
     """Return ``value`` if copick accepts it as an object, user or session name, else raise."""
     if not _COPICK_NAME.match(value):
-        raise ValueError(
+        raise InputError(
             f"{what} {value!r} is not a valid copick name: use letters, digits, '-' and '.' only "
             "(copick separates file-name fields with '_')"
         )
@@ -59,11 +62,12 @@ class CopickSource(Frozen):
 
     @classmethod
     def parse(cls, text: str) -> CopickSource:
-        """Parse ``path`` or ``session_name,path``."""
-        if "," in text:
+        """Parse ``path`` or ``session_name,path``; a whole text that names an existing file
+        is a path, even with a comma in it."""
+        if "," in text and not Path(text.strip()).is_file():
             session, path = (part.strip() for part in text.split(",", 1))
             if not session or not path:
-                raise ValueError(f"copick config {text!r}: expected 'path' or 'session_name,path'")
+                raise InputError(f"copick config {text!r}: expected 'path' or 'session_name,path'")
             return cls(path=Path(path), session_name=session)
         return cls(path=Path(text.strip()))
 
@@ -86,7 +90,7 @@ class TargetSpec(Frozen):
             return cls(name=parts[0])
         if len(parts) == 3 and all(parts):
             return cls(name=parts[0], user_id=parts[1], session_id=parts[2])
-        raise ValueError(f"{text!r}: expected 'name' or 'name,user_id,session_id'")
+        raise InputError(f"{text!r}: expected 'name' or 'name,user_id,session_id'")
 
     @field_validator("name", "user_id", "session_id")
     @classmethod
@@ -107,7 +111,7 @@ class PickSpec(Frozen):
     def parse(cls, text: str) -> PickSpec:
         parts = [part.strip() for part in text.split(",")]
         if len(parts) != 2 or not all(parts):
-            raise ValueError(f"{text!r}: expected 'user_id,session_id'")
+            raise InputError(f"{text!r}: expected 'user_id,session_id'")
         return cls(user_id=parts[0], session_id=parts[1])
 
     @field_validator("user_id", "session_id")
@@ -173,6 +177,19 @@ class DataConfig(Frozen):
                 "--config name1,path1 --config name2,path2"
             )
         return self
+
+
+class NormalisationConfig(Frozen):
+    """Per-tomogram z-score normalisation, clipped (recorded in the model card)."""
+
+    method: str = Field(
+        default="zscore",
+        pattern="^zscore$",
+        description="zscore: subtract the tomogram's mean, divide by its standard deviation",
+    )
+    clip_sigma: float | None = Field(
+        default=5.0, gt=0, description="Clip normalised values to ± this many σ; None: no clip"
+    )
 
 
 # --------------------------------------------------------------------------- models
@@ -249,7 +266,7 @@ def canonical_model_type(name: str) -> str:
     for model_type in MODEL_TYPES:
         if name.lower() == model_type.lower():
             return model_type
-    raise ValueError(f"unknown model type {name!r}; choose one of {', '.join(MODEL_TYPES)}")
+    raise InputError(f"unknown model type {name!r}; choose one of {', '.join(MODEL_TYPES)}")
 
 
 # --------------------------------------------------------------------------- training

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from octopi.config import WorkflowConfig
 from octopi.config_diff import Change, changes, listing
+from octopi.errors import InputError
 from octopi.io_utils import atomic_write_text
 
 STARTED_CONFIG = "started_config.yaml"
@@ -41,7 +42,7 @@ _RECORD_HEADER = (
 )
 
 
-class StudySettingsError(ValueError):
+class StudySettingsError(InputError):
     """A started study's config differs from the settings it started with."""
 
 

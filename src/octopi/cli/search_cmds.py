@@ -9,7 +9,6 @@ folder as working directory.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -53,17 +52,20 @@ def load_workflow(study_dir: Path, study_config: Path | None):
 def load_split(path: Path):
     """The :class:`~octopi.data.split.RunSplit` of a ``split.json`` from ``octopi split-runs``."""
     from octopi.data.split import RunSplit
+    from octopi.errors import InputError, MissingInputError
+    from octopi.input_files import read_json_file
 
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"run split {path} not found; make it with `octopi split-runs --output {path}` "
             "or pass --split"
         )
-    data = json.loads(path.read_text())
+    data = read_json_file(path, "run split")
     keys = ("train", "validate", "test", "seed", "ratios")
+    data = data if isinstance(data, dict) else {}
     missing = [key for key in ("train", "validate") if key not in data]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}: not a split.json of split-runs")
+        raise InputError(f"{path} lacks {', '.join(missing)}: not a split.json of split-runs")
     return RunSplit.from_dict({key: data[key] for key in keys if key in data})
 
 
@@ -91,6 +93,7 @@ def explore_trial(
 ):
     """Run one trial slot of a model-exploration study (resumes; a finished slot is a no-op)."""
     start = time.perf_counter()
+    from octopi.errors import MissingInputError
     from octopi.gpu_slots import claim_gpu
     from octopi.models.search_spaces import load_overrides
     from octopi.search.slots import SlotBusyError, run_trial_slot
@@ -100,7 +103,7 @@ def explore_trial(
     overrides = None
     if search_space is not None:
         if not search_space.is_file():
-            raise FileNotFoundError(f"--search-space {search_space} not found")
+            raise MissingInputError(f"--search-space {search_space} not found")
         overrides = load_overrides(search_space)
     # Locally each running trial takes its own GPU (under Slurm the job already has one).
     gpu_claim = claim_gpu() if device is None else nullcontext()

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from octopi.config import CopickSource, PickSpec, TargetSpec
+from octopi.errors import InputError
+from octopi.input_files import check_file, read_text_file
 
 # copick logs every missing overlay file at INFO; users do not need that.
 logging.getLogger("copick").setLevel(logging.WARNING)
 
 
-class CopickDataError(ValueError):
+class CopickDataError(InputError):
     """Requested data is not in the copick project(s); the message lists what is there."""
 
 
@@ -113,8 +115,8 @@ def _open_project(path: Path):
     before copick parses it (``copick.from_file`` is a read plus ``from_string``)."""
     import copick
 
+    text = read_text_file(path, "copick config")
     try:
-        text = path.read_text()
         values = json.loads(text)
         if not isinstance(values, dict):
             raise CopickDataError(f"expected a JSON object, found {type(values).__name__}")
@@ -134,9 +136,7 @@ class CopickProjects:
         self.sources = list(sources)
         self._roots = []
         for source in self.sources:
-            if not Path(source.path).is_file():
-                raise FileNotFoundError(f"copick config not found: {source.path}")
-            self._roots.append(_open_project(Path(source.path)))
+            self._roots.append(_open_project(check_file(source.path, "copick config")))
         self._runs: dict[str, RunRef] | None = None
 
     # ------------------------------------------------------------------ objects and runs

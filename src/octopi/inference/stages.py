@@ -22,6 +22,7 @@ from octopi.config import (
     TargetSpec,
 )
 from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject, RunRef
+from octopi.errors import InputError
 
 if TYPE_CHECKING:
     from octopi.models.model_card import ModelCard
@@ -85,7 +86,7 @@ def resolve_runs(projects: CopickProjects, run_ids: Sequence[str] | None) -> lis
             )
         return refs
     if not run_ids:
-        raise ValueError("--run-ids is empty; name at least one run or leave it out for all")
+        raise InputError("--run-ids is empty; name at least one run or leave it out for all")
     return list(dict.fromkeys(projects.resolve(key) for key in run_ids))  # drop repeats
 
 
@@ -118,13 +119,13 @@ def segment_runs(
     window = settings.window_size or card.dim_in
     factor = card.architecture.downsampling_factor()
     if window % factor:
-        raise ValueError(
+        raise InputError(
             f"--window-size {window} is not a multiple of {factor}, the total downsampling of "
             f"the {card.architecture.model_type} in {model_configs[0]}; use e.g. "
             f"{max(factor, window - window % factor)}"
         )
     if seg_target == card.target:
-        raise ValueError(
+        raise InputError(
             f"--seg-info {seg_target} is the segmentation the model was trained on; writing "
             f"predictions there would overwrite the training targets. Choose another, e.g. "
             f"{DEFAULT_SEGMENTATION_TARGET}"

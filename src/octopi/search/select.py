@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from octopi import tracking
 from octopi.config import WorkflowConfig
+from octopi.errors import InputError, MissingInputError
 from octopi.io_utils import atomic_path, atomic_write_json, atomic_write_text
 from octopi.search.plots import write_study_plots
 from octopi.search.slots import trial_dir
@@ -82,7 +83,7 @@ def select_best(
     complete = [t for t in slotted if t.state == TrialState.COMPLETE and t.value is not None]
     if not complete:
         shown = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
-        raise ValueError(
+        raise InputError(
             f"no COMPLETE trial in the study of {study_dir} ({shown}); run more slots with "
             "`octopi explore-trial` (a pruned or failed trial has no usable model)"
         )
@@ -91,7 +92,7 @@ def select_best(
     source = trial_dir(study_dir, slot)
     missing = [name for name in MODEL_FILES if not (source / name).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"the best trial (slot {slot}, trial {best.number}) has no {', '.join(missing)} in "
             f"{source}; rerun `octopi explore-trial --slot {slot}` to restore it"
         )

@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 from octopi import tracking
 from octopi.config import WorkflowConfig
 from octopi.data.split import RunSplit
+from octopi.errors import InputError
 from octopi.io_utils import atomic_write_json
 from octopi.models.search_spaces import load_overrides
 from octopi.search.slot_results import (
@@ -97,7 +98,7 @@ def run_trial_slot(
     study_dir = Path(study_dir).resolve()
     num_trials = workflow.search.num_trials
     if not 0 <= slot < num_trials:
-        raise ValueError(
+        raise InputError(
             f"slot {slot} is out of range: the study runs num_trials={num_trials} trials, "
             f"slots 0..{num_trials - 1}"
         )
