@@ -20,20 +20,16 @@ distance_multiplier, beta)``). What it does, and :func:`kaggle_score` below re-i
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from octopi.evaluation.scoring import CZII_CLASS_WEIGHTS, score
 
-CZII_RADII_ANGSTROM = {
-    "apo-ferritin": 60.0,
-    "beta-amylase": 65.0,
-    "beta-galactosidase": 90.0,
-    "ribosome": 150.0,
-    "thyroglobulin": 130.0,
-    "virus-like-particle": 135.0,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_scoring import CZII_RADII_ANGSTROM  # noqa: E402
 
 Rows = list[tuple[str, str, float, float, float]]  # (experiment, class, x, y, z) in Å
 

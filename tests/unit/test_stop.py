@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_trainer import (  # noqa: E402
     SETTINGS,
     TINY_ARCH,
+    one_torch_thread,  # noqa: F401 - the module's autouse fixture
     states_equal,
     tiny_data,
     tiny_training,
@@ -30,14 +31,6 @@ from octopi.training.stop import (  # noqa: E402
     stop_requested,
 )
 from octopi.training.trainer import train_model  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(project):
