@@ -5,8 +5,8 @@
 #   snakemake --directory STUDY --snakefile Snakefile --workflow-profile profiles/default
 # Edit STUDY/config.yaml, not --config. Once the study has started only search.num_trials,
 # trial_resources.*, monitor.* and tracking.* may change there (MUTABLE_SETTINGS in
-# src/octopi/study_settings.py): its
-# first run records its settings in started_config.yaml, and later runs refuse other values.
+# src/octopi/study_settings.py): its first run records its settings in started_config.yaml
+# (the onstart handler below), and later runs refuse other values.
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -27,6 +27,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/explore.smk"
 include: "workflow/rules/evaluate.smk"
+
+
+# Runs that execute jobs only (not dry runs; not a job's own Snakemake): the settings of a
+# study that has not started yet become the ones it started with (started_config.yaml).
+onstart:
+    record_start(Path.cwd(), STUDY)
 
 
 localrules:

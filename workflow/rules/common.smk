@@ -77,17 +77,10 @@ RESOURCES = STUDY.trial_resources
 TRIAL_RETRIES = RESOURCES.retries if workflow.is_main_process else 0
 # sbatch options of a trial job (the slurm executor reads the slurm_extra resource; local
 # runs ignore it): SIGTERM warning_seconds before the time limit, see octopi.training.stop.
-# A profile that sets slurm_extra for the trial rule replaces this: add the --signal there.
-TRIAL_SLURM_EXTRA = (
-    f"--signal=TERM@{RESOURCES.warning_seconds}" if RESOURCES.warning_seconds else ""
-)
+# A profile that sets slurm_extra for trial jobs replaces this; add the --signal there.
+WARNING_SECONDS = RESOURCES.warning_seconds
+TRIAL_SLURM_EXTRA = f"--signal=TERM@{WARNING_SECONDS}" if WARNING_SECONDS else ""
 SLOTS = range(STUDY.search.num_trials)
-
-
-# Runs that execute jobs only (not dry runs): the settings of a study that has not started
-# yet become the ones it started with (started_config.yaml).
-onstart:
-    record_start(Path.cwd(), STUDY)
 
 
 def study_targets():
