@@ -15,12 +15,8 @@ import torch
 
 from octopi.config import InferenceConfig, UnetConfig
 from octopi.inference import segment as segment_module
-from octopi.inference.segment import (
-    load_ensemble,
-    segment_volume,
-    tta_transforms,
-    window_starts,
-)
+from octopi.inference.ensemble import load_ensemble, tta_transforms
+from octopi.inference.segment import ProbabilityVolume, segment_volume, window_starts
 from octopi.models.model_card import ClassInfo, ModelCard
 from octopi.models.registry import build_model
 
@@ -114,6 +110,39 @@ def test_slabbed_result_equals_whole_volume_monai():
     reference = monai_reference(model, volume, 16, 0.5, batch=3)
     assert np.mean(result.labels == reference.argmax(axis=0)) > 0.999
     np.testing.assert_allclose(result.confidence, reference.max(axis=0), atol=2e-3)
+
+
+class RecordingSink:
+    """Records the Z ranges it is given, and keeps the planes."""
+
+    def __init__(self, shape_zyx):
+        self.volume = ProbabilityVolume(shape_zyx)
+        self.ranges: list[tuple[int, int]] = []
+
+    def write(self, z_start, planes):
+        assert planes.dtype == np.float16 and planes.ndim == 4
+        self.ranges.append((z_start, z_start + planes.shape[1]))
+        self.volume.write(z_start, planes)
+
+
+@pytest.mark.parametrize("shape", [(56, 19, 25), (10, 40, 12)], ids=["slabbed", "padded-z"])
+def test_probability_sink_gets_every_plane_once_and_equals_monai(shape):
+    model = tiny_unet()
+    volume = random_volume(shape, seed=6)
+    settings = InferenceConfig(amp="off", overlap=0.5, window_batch_size=3)
+    sink = RecordingSink(shape)
+    result = segment_volume([model], volume, 16, settings, probability_sink=sink)
+    covered = [z for start, stop in sink.ranges for z in range(start, stop)]
+    assert covered == list(range(shape[0]))  # increasing Z, each plane once
+    probabilities = sink.volume.array
+    assert probabilities.shape == (4, *shape) and probabilities.dtype == np.float16
+    np.testing.assert_allclose(probabilities.astype(np.float32).sum(axis=0), 1.0, atol=3e-3)
+    reference = monai_reference(model, volume, 16, 0.5, batch=3)
+    np.testing.assert_allclose(probabilities, reference, atol=2e-3)
+    np.testing.assert_array_equal(probabilities.max(axis=0), result.confidence)
+    # The label's probability is the largest (float16 rounding may tie it with another).
+    of_label = np.take_along_axis(probabilities, result.labels[None].astype(np.intp), axis=0)
+    np.testing.assert_array_equal(of_label[0], result.confidence)
 
 
 # --------------------------------------------------------------------------- ensembles and TTA

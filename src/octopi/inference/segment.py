@@ -11,27 +11,26 @@ confidence and dropped. Peak memory is the volume and outputs plus C × window �
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from octopi.config import InferenceConfig
-from octopi.models.model_card import ModelCard
+from octopi.inference.ensemble import mean_probabilities, tta_transforms
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SegmentationResult", "load_ensemble", "segment_volume", "tta_transforms"]
+__all__ = ["ProbabilitySink", "ProbabilityVolume", "SegmentationResult", "segment_volume"]
 
 # MONAI's default Gaussian width (sigma = 0.125 × window edge).
 _SIGMA_SCALE = 0.125
 # Planes reduced to labels per step when flushing (bounds the temporaries).
 _FLUSH_PLANES = 4
-
-Transform = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -41,119 +40,6 @@ class SegmentationResult:
 
     labels: np.ndarray
     confidence: np.ndarray
-
-
-# --------------------------------------------------------------------------- models
-
-
-def load_ensemble(
-    model_configs: Sequence[str | Path],
-    weights: Sequence[str | Path],
-    device: torch.device | str = "cpu",
-) -> tuple[ModelCard, list[torch.nn.Module]]:
-    """Load one network per (model_config.yaml, weights) pair, in eval mode on ``device``.
-
-    Every card must name the same classes (names and labels) and voxel size, because the
-    members' probabilities are averaged per channel. Returns the first card and the models.
-    """
-    from octopi.models.registry import load_model
-
-    if not model_configs:
-        raise ValueError("no model config given: pass --model-config model_config.yaml")
-    if len(model_configs) != len(weights):
-        raise ValueError(
-            f"{len(model_configs)} model config(s) but {len(weights)} weight file(s); give one "
-            "--model-weights file per --model-config, in the same order"
-        )
-    cards = [ModelCard.load(path) for path in model_configs]
-    check_cards_agree(cards, model_configs)
-    models = []
-    for card, path in zip(cards, weights, strict=True):
-        model = load_model(card, path, device=str(device))
-        model.eval()
-        models.append(model)
-    return cards[0], models
-
-
-def check_cards_agree(cards: Sequence[ModelCard], paths: Sequence[str | Path]) -> None:
-    """Raise ``ValueError`` unless all cards share classes (name, label) and voxel size."""
-    first, first_path = cards[0], paths[0]
-    first_classes = sorted((c.name, c.label) for c in first.classes)
-    for card, path in zip(cards[1:], paths[1:], strict=True):
-        classes = sorted((c.name, c.label) for c in card.classes)
-        if classes != first_classes:
-            raise ValueError(
-                f"ensemble members disagree on classes: {first_path} has {first_classes}, "
-                f"{path} has {classes}; only models trained on the same classes can be averaged"
-            )
-        if not math.isclose(card.voxel_size_angstrom, first.voxel_size_angstrom):
-            raise ValueError(
-                f"ensemble members disagree on voxel size: {first_path} was trained at "
-                f"{first.voxel_size_angstrom:g} Å, {path} at {card.voxel_size_angstrom:g} Å"
-            )
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def tta_transforms(mode: str) -> list[tuple[Transform, Transform]]:
-    """(forward, inverse) pairs acting on (B, C, Z, Y, X) tensors, in the XY plane.
-
-    "none": identity; "flips": identity, flip X, flip Y, flip XY; "rot90": 0/90/180/270°.
-    """
-    import torch
-
-    if mode == "none":
-        return [(_identity, _identity)]
-    if mode == "flips":
-        pairs: list[tuple[Transform, Transform]] = [(_identity, _identity)]
-        for dims in ((-1,), (-2,), (-2, -1)):
-
-            def flip(x: torch.Tensor, dims: tuple[int, ...] = dims) -> torch.Tensor:
-                return torch.flip(x, dims)
-
-            pairs.append((flip, flip))
-        return pairs
-    if mode == "rot90":
-        pairs = [(_identity, _identity)]
-        for k in (1, 2, 3):
-
-            def rotate(x: torch.Tensor, k: int = k) -> torch.Tensor:
-                return torch.rot90(x, k, dims=(-2, -1))
-
-            def unrotate(x: torch.Tensor, k: int = k) -> torch.Tensor:
-                return torch.rot90(x, -k, dims=(-2, -1))
-
-            pairs.append((rotate, unrotate))
-        return pairs
-    raise ValueError(f"unknown test-time augmentation {mode!r}; choose none, flips or rot90")
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _mean_probabilities(
-    models: Sequence[torch.nn.Module],
-    windows: torch.Tensor,
-    transforms: Sequence[tuple[Transform, Transform]],
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-) -> torch.Tensor:
-    """Softmax probabilities (B, C, w, w, w) float32 averaged over models and augmentations."""
-    import torch
-
-    from octopi.runtime import autocast
-
-    total = None
-    for model in models:
-        for forward, inverse in transforms:
-            with autocast(device, amp_dtype):
-                logits = model(forward(windows))
-            probabilities = inverse(torch.softmax(logits.float(), dim=1))
-            total = probabilities if total is None else total.add_(probabilities)
-    assert total is not None
-    return total.div_(len(models) * len(transforms))
 
 
 # --------------------------------------------------------------------------- window grid
@@ -208,6 +94,39 @@ def _ring_pieces(start: int, length: int, depth: int) -> list[tuple[slice, slice
 # --------------------------------------------------------------------------- segmentation
 
 
+class ProbabilitySink(Protocol):
+    """Receives the blended class probabilities of finished planes, in increasing Z order."""
+
+    def write(self, z_start: int, planes: np.ndarray) -> None:
+        """``planes``: (C, n, Y, X) float16 probabilities (channel 0 background, channel i the
+        class of label i) of output planes [z_start, z_start + n); they sum to 1 over C."""
+
+
+class ProbabilityVolume:
+    """A :class:`ProbabilitySink` that keeps everything: after segmentation, ``array`` is the
+    (C, Z, Y, X) float16 probability volume (2 bytes × C per voxel; use a streaming sink, such
+    as the copick writer of ``segment``, where that does not fit in memory)."""
+
+    def __init__(self, shape_zyx: Sequence[int]):
+        self.shape_zyx = tuple(int(n) for n in shape_zyx)
+        self.array: np.ndarray | None = None
+
+    def write(self, z_start: int, planes: np.ndarray) -> None:
+        if self.array is None:
+            self.array = np.zeros((planes.shape[0], *self.shape_zyx), dtype=np.float16)
+        self.array[:, z_start : z_start + planes.shape[1]] = planes
+
+
+@dataclass
+class _Outputs:
+    """Where finished planes go, and how padded planes map to them."""
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    pads: list[tuple[int, int]]
+    sink: ProbabilitySink | None
+
+
 def segment_volume(
     models: Sequence[torch.nn.Module],
     volume: np.ndarray,
@@ -215,6 +134,7 @@ def segment_volume(
     settings: InferenceConfig = InferenceConfig(),
     device: torch.device | str = "cpu",
     show_progress: bool = False,
+    probability_sink: ProbabilitySink | None = None,
 ) -> SegmentationResult:
     """Segment a normalised (Z, Y, X) float32 volume with an ensemble of networks.
 
@@ -222,7 +142,8 @@ def segment_volume(
     of ``settings.tta``, blended across windows of edge ``window_size`` with a Gaussian
     importance map (``settings.overlap``, ``settings.window_batch_size`` windows per forward
     pass, autocast per ``settings.amp``). Axes shorter than the window are zero-padded and
-    cropped back. Returns (Z, Y, X) uint8 labels and float16 confidence.
+    cropped back. Returns (Z, Y, X) uint8 labels and float16 confidence; the blended
+    probabilities, (C, n, Y, X) float16 a few planes at a time, go to ``probability_sink``.
     """
     import torch
     from monai.data.utils import compute_importance_map
@@ -231,72 +152,108 @@ def segment_volume(
 
     if not models:
         raise ValueError("segment_volume needs at least one model")
-    volume = np.asarray(volume)
-    if volume.ndim != 3:
-        raise ValueError(f"expected a (Z, Y, X) volume, got shape {volume.shape}")
     if window_size < 1:
         raise ValueError(f"window size must be positive, got {window_size}")
     device = torch.device(device)
-    amp_dtype = autocast_dtype(device, settings.amp)
-    transforms = tta_transforms(settings.tta)
-
-    shape = tuple(int(n) for n in volume.shape)
-    pads = _padding(shape, window_size)
-    source = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
-    if any(before or after for before, after in pads):
-        flat_pads = [n for pair in reversed(pads) for n in pair]  # F.pad wants X first
-        source = torch.nn.functional.pad(source, flat_pads)
-    source = source.to(device)
+    predict = partial(
+        mean_probabilities,
+        models,
+        transforms=tta_transforms(settings.tta),
+        device=device,
+        amp_dtype=autocast_dtype(device, settings.amp),
+    )
+    source, pads = _padded_source(volume, window_size, device)
+    shape = tuple(int(n) for n in np.shape(volume))
     padded = tuple(int(n) for n in source.shape)
     w = window_size
-
     starts = [window_starts(n, w, settings.overlap) for n in padded]
     plane_windows = [(y, x) for y in starts[1] for x in starts[2]]
     importance = compute_importance_map(
         (w, w, w), mode="gaussian", sigma_scale=_SIGMA_SCALE, device=device
     ).float()
-
-    labels = np.zeros(shape, dtype=np.uint8)
-    confidence = np.zeros(shape, dtype=np.float16)
-    accumulator = weights = None
+    outputs = _Outputs(
+        labels=np.zeros(shape, dtype=np.uint8),
+        confidence=np.zeros(shape, dtype=np.float16),
+        pads=pads,
+        sink=probability_sink,
+    )
+    blend: list[torch.Tensor] = []  # [weighted probabilities, weights], allocated on first use
     total_windows = len(starts[0]) * len(plane_windows)
-    # Training calls this for validation: evaluate in eval mode, then restore the mode.
+    with (
+        _eval_mode(models),
+        torch.inference_mode(),
+        _progress(total_windows, show_progress) as progress,
+    ):
+        for index, z0 in enumerate(starts[0]):
+            for first in range(0, len(plane_windows), settings.window_batch_size):
+                batch = plane_windows[first : first + settings.window_batch_size]
+                _add_windows(predict, source, z0, batch, w, importance, blend)
+                progress.update(len(batch))
+            # No later window starts before the next Z start: planes up to it are complete.
+            z_done = starts[0][index + 1] if index + 1 < len(starts[0]) else padded[0]
+            _flush_planes(blend[0], blend[1], z0, z_done - z0, w, outputs)
+    return SegmentationResult(labels=outputs.labels, confidence=outputs.confidence)
+
+
+def _padded_source(
+    volume: np.ndarray, window_size: int, device: torch.device
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The (Z, Y, X) volume as a float32 tensor on ``device``, zero-padded (centred, as MONAI
+    pads) so every axis is at least ``window_size``; and the (before, after) padding per axis."""
+    import torch
+
+    volume = np.asarray(volume)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a (Z, Y, X) volume, got shape {volume.shape}")
+    pads = _padding(volume.shape, window_size)
+    source = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    if any(before or after for before, after in pads):
+        flat_pads = [n for pair in reversed(pads) for n in pair]  # F.pad wants X first
+        source = torch.nn.functional.pad(source, flat_pads)
+    return source.to(device), pads
+
+
+def _add_windows(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    source: torch.Tensor,
+    z0: int,
+    batch: Sequence[tuple[int, int]],
+    w: int,
+    importance: torch.Tensor,
+    blend: list[torch.Tensor],
+) -> None:
+    """Predict the windows at Z start ``z0`` and (Y, X) starts ``batch`` (``predict``: (B, 1, w,
+    w, w) → (B, C, w, w, w) probabilities) and add their weighted probabilities into the ring
+    buffers ``blend`` (allocated here on the first call)."""
+    import torch
+
+    windows = torch.stack([source[z0 : z0 + w, y0 : y0 + w, x0 : x0 + w] for y0, x0 in batch])
+    probabilities = predict(windows[:, None])
+    if not blend:
+        blend.extend(
+            _allocate_accumulator(
+                probabilities.shape[1], w, source.shape[1], source.shape[2], source.device
+            )
+        )
+    accumulator, weights = blend
+    probabilities.mul_(importance)
+    for (y0, x0), window_probabilities in zip(batch, probabilities, strict=True):
+        for ring, local in _ring_pieces(z0, w, w):
+            accumulator[:, ring, y0 : y0 + w, x0 : x0 + w] += window_probabilities[:, local]
+            weights[ring, y0 : y0 + w, x0 : x0 + w] += importance[local]
+
+
+@contextmanager
+def _eval_mode(models: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Evaluate in eval mode, then restore each model's mode (training validates with this)."""
     was_training = [model.training for model in models]
     for model in models:
         model.eval()
     try:
-        with torch.inference_mode(), _progress(total_windows, show_progress) as progress:
-            for index, z0 in enumerate(starts[0]):
-                z_pieces = _ring_pieces(z0, w, w)
-                for first in range(0, len(plane_windows), settings.window_batch_size):
-                    batch = plane_windows[first : first + settings.window_batch_size]
-                    windows = torch.stack(
-                        [source[z0 : z0 + w, y0 : y0 + w, x0 : x0 + w] for y0, x0 in batch]
-                    )[:, None]
-                    probabilities = _mean_probabilities(
-                        models, windows, transforms, device, amp_dtype
-                    )
-                    if accumulator is None:
-                        accumulator, weights = _allocate_accumulator(
-                            probabilities.shape[1], w, padded[1], padded[2], device
-                        )
-                    probabilities.mul_(importance)
-                    for (y0, x0), window_probabilities in zip(batch, probabilities, strict=True):
-                        for ring, local in z_pieces:
-                            accumulator[:, ring, y0 : y0 + w, x0 : x0 + w] += window_probabilities[
-                                :, local
-                            ]
-                            weights[ring, y0 : y0 + w, x0 : x0 + w] += importance[local]
-                    progress.update(len(batch))
-                # No later window starts before the next Z start: planes up to it are complete.
-                z_done = starts[0][index + 1] if index + 1 < len(starts[0]) else padded[0]
-                _flush_planes(
-                    accumulator, weights, z0, z_done - z0, w, pads, shape, labels, confidence
-                )
+        yield
     finally:
         for model, training in zip(models, was_training, strict=True):
             model.train(training)
-    return SegmentationResult(labels=labels, confidence=confidence)
 
 
 def _progress(total: int, show: bool):
@@ -312,16 +269,15 @@ def _flush_planes(
     z_start: int,
     count: int,
     depth: int,
-    pads: list[tuple[int, int]],
-    shape: tuple[int, ...],
-    labels: np.ndarray,
-    confidence: np.ndarray,
+    outputs: _Outputs,
 ) -> None:
-    """Reduce padded planes [z_start, z_start + count) to labels and confidence, then clear
-    their ring slots. Planes in the padding are dropped; Y and X padding is cropped."""
+    """Reduce padded planes [z_start, z_start + count) to labels and confidence (and hand their
+    probabilities to the sink), then clear their ring slots. Planes in the padding are dropped;
+    Y and X padding is cropped."""
     import torch
 
-    (z_pad, _), (y_pad, _), (x_pad, _) = pads
+    (z_pad, _), (y_pad, _), (x_pad, _) = outputs.pads
+    shape = outputs.labels.shape
     crop_y = slice(y_pad, y_pad + shape[1])
     crop_x = slice(x_pad, x_pad + shape[2])
     for ring, local in _ring_pieces(z_start, count, depth):
@@ -336,7 +292,9 @@ def _flush_planes(
                 blended = accumulator[:, kept, crop_y, crop_x] / weights[kept, crop_y, crop_x]
                 best, winner = blended.max(dim=0)
                 out = slice(out_start + keep_from, out_start + keep_to)
-                labels[out] = winner.to(dtype=torch.uint8).cpu().numpy()
-                confidence[out] = best.half().cpu().numpy()
+                outputs.labels[out] = winner.to(dtype=torch.uint8).cpu().numpy()
+                outputs.confidence[out] = best.half().cpu().numpy()
+                if outputs.sink is not None:
+                    outputs.sink.write(out.start, blended.half().cpu().numpy())
         accumulator[:, ring] = 0
         weights[ring] = 0

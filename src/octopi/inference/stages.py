@@ -109,7 +109,8 @@ def segment_runs(
     Everything is checked before the first segmentation is written.
     """
     from octopi.data.normalise import normalise_tomogram
-    from octopi.inference.segment import load_ensemble, segment_volume
+    from octopi.inference.ensemble import load_ensemble
+    from octopi.inference.segment import segment_volume
     from octopi.runtime import select_device
 
     torch_device = select_device(device)
