@@ -7,7 +7,13 @@ import pytest
 
 from octopi.config import LocalizeConfig
 from octopi.inference import localize as localize_module
-from octopi.inference.localize import ClassPicks, LocalizeClass, localize
+from octopi.inference.localize import (
+    ClassPicks,
+    LocalizeClass,
+    class_threshold,
+    localize,
+    localize_channel,
+)
 
 VOXEL_ANGSTROM = 10.0
 APO = LocalizeClass("apo-ferritin", 1, 60.0)  # 6 voxels
@@ -137,6 +143,76 @@ def test_per_class_threshold_overrides_default():
     assert len(picks["apo-ferritin"]) == 1
     assert len(picks["ribosome"]) == 0  # still at the default 0.5, above its 0.45 peak
     assert len(localize(probs, [APO, RIBO], VOXEL_ANGSTROM)["apo-ferritin"]) == 0
+
+
+def _faint_and_bright_particles() -> tuple[np.ndarray, list[np.ndarray]]:
+    """(3, Z, Y, X) float16 probabilities: apo-ferritin particles peaking at 0.9, 0.6, 0.4, 0.25
+    and a ribosome at 0.7."""
+    centres = [np.array([12.0, 12.0, 12.0 + 18.0 * i]) for i in range(4)]
+    probs = np.zeros((3, 24, 30, 84), dtype=np.float32)
+    for centre, peak in zip(centres, (0.9, 0.6, 0.4, 0.25), strict=True):
+        probs[:2] = np.maximum(
+            probs[:2], _probability_volume((24, 30, 84), [(1, 6.0, centre)], 2, peak=peak)
+        )
+    ribosome = _probability_volume((24, 30, 84), [(2, 8.0, np.array([12.0, 21.0, 40.0]))], peak=0.7)
+    probs[2] = ribosome[2]
+    probs[0] = np.clip(1.0 - probs[1:].sum(axis=0), 0.0, 1.0)
+    return probs.astype(np.float16), centres
+
+
+def test_a_lower_threshold_never_gives_fewer_picks():
+    probs, centres = _faint_and_bright_particles()
+    crop = dict(max_foreground_fraction=None)
+    counts = [
+        len(
+            localize(probs, [APO], VOXEL_ANGSTROM, LocalizeConfig(score_threshold=t, **crop))[
+                "apo-ferritin"
+            ]
+        )
+        for t in (0.95, 0.8, 0.5, 0.35, 0.2, 0.1)
+    ]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 4, counts
+    _assert_recovered(
+        localize(probs, [APO], VOXEL_ANGSTROM, LocalizeConfig(score_threshold=0.2, **crop))[
+            "apo-ferritin"
+        ],
+        centres,
+    )
+
+
+def test_a_per_class_threshold_changes_only_its_class():
+    probs, _ = _faint_and_bright_particles()
+    crop = dict(max_foreground_fraction=None)
+    plain = localize(probs, [APO, RIBO], VOXEL_ANGSTROM, LocalizeConfig(**crop))
+    lowered = localize(
+        probs,
+        [APO, RIBO],
+        VOXEL_ANGSTROM,
+        LocalizeConfig(per_class_threshold={"apo-ferritin": 0.2}, **crop),
+    )
+    assert (len(plain["apo-ferritin"]), len(lowered["apo-ferritin"])) == (2, 4)
+    np.testing.assert_array_equal(
+        lowered["ribosome"].centers_voxel, plain["ribosome"].centers_voxel
+    )
+    np.testing.assert_array_equal(lowered["ribosome"].scores, plain["ribosome"].scores)
+    assert len(plain["ribosome"]) == 1
+
+
+def test_one_channel_at_a_time_equals_all_channels():
+    probs, _ = _faint_and_bright_particles()
+    settings = LocalizeConfig(score_threshold=0.3, max_foreground_fraction=None)
+    together = localize(probs, [APO, RIBO], VOXEL_ANGSTROM, settings)
+    for cls in (APO, RIBO):
+        alone = localize_channel(probs[cls.label], cls, VOXEL_ANGSTROM, settings)
+        np.testing.assert_array_equal(alone.centers_voxel, together[cls.name].centers_voxel)
+        np.testing.assert_array_equal(alone.scores, together[cls.name].scores)
+    assert class_threshold("ribosome", LocalizeConfig(per_class_threshold={"ribosome": 0.2})) == 0.2
+    assert (
+        class_threshold("apo-ferritin", LocalizeConfig(per_class_threshold={"ribosome": 0.2}))
+        == 0.5
+    )
+    with pytest.raises(ValueError, match="float array"):
+        localize_channel(np.zeros((8, 8, 8), np.uint8), APO, VOXEL_ANGSTROM)
 
 
 def test_min_separation_keeps_only_one_of_close_picks():

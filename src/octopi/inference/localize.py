@@ -1,7 +1,8 @@
 """Turn a 3-D segmentation (labels or class probabilities) into particle centres per class.
 
-All work happens on bounding boxes: foreground voxels of a class are first grouped on a coarse
-grid of ``_BLOCK_VOXELS``-sized blocks (cheap, no full-volume connected-component pass), then each
+All work happens on bounding boxes: foreground voxels of a class (its label, or its probability
+at or above the class's threshold) are first grouped on a coarse grid of blocks
+(:mod:`octopi.inference.blocks`; cheap, no full-volume connected-component pass), then each
 group's box is labelled and each connected component in it processed on its own tight crop.
 Coordinates are voxel indices (z, y, x).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,14 +19,18 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from octopi.config import LocalizeConfig
+from octopi.inference.blocks import block_counts_of_indices, block_counts_of_mask, coarse_boxes
 from octopi.inference.centers import fit_sphere_center, greedy_separate
 
-__all__ = ["ClassPicks", "LocalizeClass", "LocalizeConfig", "localize"]
+__all__ = [
+    "ClassPicks",
+    "LocalizeClass",
+    "LocalizeConfig",
+    "class_threshold",
+    "localize",
+    "localize_channel",
+]
 
-# Coarse block edge in voxels. Small enough that particles more than ~2 blocks apart land in
-# separate boxes (so a crowded tomogram does not chain into one huge box), large enough that the
-# coarse grid is ~1/64 of the volume.
-_BLOCK_VOXELS = 4
 # Label volumes with at most this foreground fraction are indexed sparsely (one pass for all
 # classes); denser ones, such as an untrained network's argmax, get one mask per class.
 _SPARSE_FOREGROUND_FRACTION = 0.05
@@ -87,60 +92,122 @@ def localize(
     """Find particle centres of each class in a segmentation.
 
     segmentation: (Z, Y, X) integer labels (0 background), or (C, Z, Y, X) float probabilities
-        with channel 0 background and channel ``cls.label`` for each class.
+        with channel 0 background and channel ``cls.label`` for each class; a class's voxels
+        are those with probability >= :func:`class_threshold` (thresholds act on
+        probabilities only).
     classes: the classes to localize; labels must be >= 1 (and < C for probabilities).
     voxel_size_angstrom: voxel edge in Å; radius in voxels = radius_angstrom / voxel size.
     Returns class name -> ClassPicks (empty (0, 3) arrays where nothing was found).
     """
     volume = np.asarray(segmentation)
-    is_probability = _validate(volume, classes, voxel_size_angstrom, settings)
-    shape = volume.shape[-3:]
-    sparse = False
-    if not is_probability:
-        flat = volume.reshape(-1)
-        sparse = np.count_nonzero(flat) <= _SPARSE_FOREGROUND_FRACTION * flat.size
-        if sparse:
-            foreground = np.flatnonzero(flat)
-            foreground_labels = flat[foreground]
+    if _validate(volume, classes, voxel_size_angstrom, settings):
+        return {
+            cls.name: _localize_probability(volume[cls.label], cls, voxel_size_angstrom, settings)
+            for cls in classes
+        }
+    return _localize_labels(volume, classes, voxel_size_angstrom, settings)
 
+
+def localize_channel(
+    probability: np.ndarray,
+    cls: LocalizeClass,
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig = LocalizeConfig(),
+) -> ClassPicks:
+    """Picks of one class from its (Z, Y, X) float probability channel (e.g. float16 from
+    disk, one class at a time), exactly as :func:`localize` picks it from (C, Z, Y, X)."""
+    channel = np.asarray(probability)
+    if channel.ndim != 3 or not np.issubdtype(channel.dtype, np.floating):
+        raise ValueError(
+            f"a class probability channel is a (Z, Y, X) float array, got shape {channel.shape} "
+            f"and dtype {channel.dtype}"
+        )
+    _validate_classes([cls], voxel_size_angstrom)
+    return _localize_probability(channel, cls, voxel_size_angstrom, settings)
+
+
+def class_threshold(name: str, settings: LocalizeConfig) -> float:
+    """The probability threshold of class ``name``: its ``per_class_threshold``, else
+    ``score_threshold``."""
+    return (settings.per_class_threshold or {}).get(name, settings.score_threshold)
+
+
+def _localize_probability(
+    channel: np.ndarray, cls: LocalizeClass, voxel_size_angstrom: float, settings: LocalizeConfig
+) -> ClassPicks:
+    """Picks of one class from its (Z, Y, X) probabilities: voxels >= its threshold,
+    probability-weighted centres, mean-probability scores."""
+    mask = channel >= class_threshold(cls.name, settings)
+    counts = block_counts_of_mask(mask)
+    return _pick_class(
+        cls, mask.shape, counts, mask.__getitem__, channel, voxel_size_angstrom, settings
+    )
+
+
+def _localize_labels(
+    volume: np.ndarray,
+    classes: Sequence[LocalizeClass],
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig,
+) -> dict[str, ClassPicks]:
+    """Picks of each class from (Z, Y, X) integer labels."""
+    flat = volume.reshape(-1)
+    sparse = np.count_nonzero(flat) <= _SPARSE_FOREGROUND_FRACTION * flat.size
+    if sparse:
+        foreground = np.flatnonzero(flat)
+        foreground_labels = flat[foreground]
     results: dict[str, ClassPicks] = {}
     for cls in classes:
-        scale = _Scale.of(cls.radius_angstrom / voxel_size_angstrom, settings)
-        channel = volume[cls.label] if is_probability else None
         if sparse:
-            full_mask = None
-            counts = _block_counts_of_indices(foreground[foreground_labels == cls.label], shape)
-        else:
-            if is_probability:
-                thresholds = settings.per_class_threshold or {}
-                full_mask = channel >= thresholds.get(cls.name, settings.score_threshold)
-            else:
-                full_mask = volume == cls.label
-            counts = _block_counts_of_mask(full_mask)
-        cap = settings.max_foreground_fraction
-        fraction = float(counts.sum(dtype=np.int64)) / math.prod(shape)
-        if cap is not None and fraction > cap:
-            warnings.warn(
-                f"{cls.name}: {fraction:.0%} of the volume is foreground, more than "
-                f"max_foreground_fraction={cap}; treating it as noise and picking nothing",
-                RuntimeWarning,
-                stacklevel=2,
+            counts = block_counts_of_indices(
+                foreground[foreground_labels == cls.label], volume.shape
             )
-            results[cls.name] = _separate([], [], scale.separation_voxel)  # empty picks
-            continue
 
-        centers, scores = [], []
-        for box, owned in _coarse_boxes(counts, shape, scale.min_voxels):
-            mask = (volume[box] == cls.label) if full_mask is None else full_mask[box]
-            if owned is not None:
-                mask = mask & owned
-            weights = None if channel is None else channel[box].astype(np.float32, copy=False)
-            offset = np.array([s.start for s in box], dtype=np.float64)
-            for center, value in _localize_box(mask, weights, scale, settings.method):
-                centers.append(center + offset)
-                scores.append(value)
-        results[cls.name] = _separate(centers, scores, scale.separation_voxel)
+            def mask_of(box: tuple[slice, ...], label: int = cls.label) -> np.ndarray:
+                return volume[box] == label
+        else:
+            full_mask = volume == cls.label
+            counts, mask_of = block_counts_of_mask(full_mask), full_mask.__getitem__
+        results[cls.name] = _pick_class(
+            cls, volume.shape, counts, mask_of, None, voxel_size_angstrom, settings
+        )
     return results
+
+
+def _pick_class(
+    cls: LocalizeClass,
+    shape: tuple[int, ...],
+    counts: np.ndarray,
+    mask_of: Callable[[tuple[slice, ...]], np.ndarray],
+    channel: np.ndarray | None,
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig,
+) -> ClassPicks:
+    """Picks of one class from its foreground in a (Z, Y, X) volume of ``shape``: ``counts``
+    per coarse block, ``mask_of(box)`` the bool mask of a box, ``channel`` the (Z, Y, X)
+    probabilities (None for labels)."""
+    scale = _Scale.of(cls.radius_angstrom / voxel_size_angstrom, settings)
+    cap = settings.max_foreground_fraction
+    fraction = float(counts.sum(dtype=np.int64)) / math.prod(shape)
+    if cap is not None and fraction > cap:
+        warnings.warn(
+            f"{cls.name}: {fraction:.0%} of the volume is foreground, more than "
+            f"max_foreground_fraction={cap}; treating it as noise and picking nothing",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return _separate([], [], scale.separation_voxel)  # empty picks
+    centers, scores = [], []
+    for box, owned in coarse_boxes(counts, shape, scale.min_voxels):
+        mask = mask_of(box)
+        if owned is not None:
+            mask = mask & owned
+        weights = None if channel is None else channel[box].astype(np.float32, copy=False)
+        offset = np.array([s.start for s in box], dtype=np.float64)
+        for center, value in _localize_box(mask, weights, scale, settings.method):
+            centers.append(center + offset)
+            scores.append(value)
+    return _separate(centers, scores, scale.separation_voxel)
 
 
 def _validate(
@@ -150,22 +217,11 @@ def _validate(
     settings: LocalizeConfig,
 ) -> bool:
     """Check inputs; return True for probability input, False for labels."""
-    if not classes:
-        raise ValueError("classes is empty; give at least one LocalizeClass to localize")
+    _validate_classes(classes, voxel_size_angstrom)
     names = [c.name for c in classes]
-    if len(set(names)) != len(names):
-        raise ValueError(f"class names must be unique, got {names}")
-    if not (math.isfinite(voxel_size_angstrom) and voxel_size_angstrom > 0):
-        raise ValueError(f"voxel_size_angstrom must be > 0, got {voxel_size_angstrom}")
-    for cls in classes:
-        if not (math.isfinite(cls.radius_angstrom) and cls.radius_angstrom > 0):
-            raise ValueError(f"radius of {cls.name!r} must be > 0 Å, got {cls.radius_angstrom}")
-        if int(cls.label) != cls.label or cls.label < 1:
-            raise ValueError(f"label of {cls.name!r} must be an integer >= 1 (0 is background)")
     unknown = sorted(set(settings.per_class_threshold or {}) - set(names))
     if unknown:
         raise ValueError(f"per_class_threshold names unknown classes {unknown}; known: {names}")
-
     if volume.ndim == 3:
         if not (np.issubdtype(volume.dtype, np.integer) or volume.dtype == np.bool_):
             raise ValueError(
@@ -192,64 +248,19 @@ def _validate(
     )
 
 
-def _coarse_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(-(-dim // _BLOCK_VOXELS) for dim in shape)
-
-
-def _block_counts_of_indices(flat_indices: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Foreground voxels per coarse block, from flat indices into a volume of ``shape``."""
-    coarse_shape = _coarse_shape(shape)
-    blocks = tuple(axis // _BLOCK_VOXELS for axis in np.unravel_index(flat_indices, shape))
-    block_index = np.ravel_multi_index(blocks, coarse_shape)
-    return np.bincount(block_index, minlength=math.prod(coarse_shape)).reshape(coarse_shape)
-
-
-def _block_counts_of_mask(mask: np.ndarray) -> np.ndarray:
-    """Foreground voxels per coarse block of a (Z, Y, X) bool mask, as uint8 (<= 64)."""
-    b = _BLOCK_VOXELS
-    padded = np.pad(mask, [(0, -dim % b) for dim in mask.shape]).view(np.uint8)
-    z, y, x = padded.shape
-    # One axis at a time keeps every reduction over a contiguous pair of axes: ~5x faster than
-    # a single sum over axes (1, 3, 5) of a 6-D view.
-    counts = padded.reshape(z // b, b, y, x).sum(axis=1, dtype=np.uint8)
-    counts = counts.reshape(z // b, y // b, b, x).sum(axis=2, dtype=np.uint8)
-    return counts.reshape(z // b, y // b, x // b, b).sum(axis=3, dtype=np.uint8)
-
-
-def _coarse_boxes(
-    block_counts: np.ndarray, shape: tuple[int, ...], min_voxels: float
-) -> Iterator[tuple[tuple[slice, ...], np.ndarray | None]]:
-    """Group foreground into boxes via 26-connected occupied blocks of the coarse grid.
-
-    block_counts: foreground voxels per block; groups with fewer than ``min_voxels`` in all are
-    skipped. Yields (box slices into the volume, bool mask of the box voxels owned by the
-    group, or None when the box holds no other group). Touching voxels always fall in
-    26-adjacent blocks, so no connected component is split across groups, and the owned masks
-    of different groups never overlap.
-    """
-    block = _BLOCK_VOXELS
-    groups, n_groups = ndi.label(block_counts > 0, structure=np.ones((3, 3, 3), dtype=bool))
-    # Noisy predictions give thousands of specks; dropping small groups here skips their
-    # per-box Python overhead altogether.
-    voxels_per_group = np.bincount(
-        groups.ravel(), weights=block_counts.ravel(), minlength=n_groups + 1
-    )
-    for group_id, coarse_box in enumerate(ndi.find_objects(groups), start=1):
-        if coarse_box is None or voxels_per_group[group_id] < max(min_voxels, 1):
-            continue
-        box = tuple(
-            slice(s.start * block, min(s.stop * block, dim))
-            for s, dim in zip(coarse_box, shape, strict=True)
-        )
-        in_group = groups[coarse_box] == group_id
-        if np.all(in_group | (groups[coarse_box] == 0)):
-            yield box, None  # empty blocks hold no foreground, so nothing needs masking
-            continue
-        block_of_voxel = [
-            np.arange(b.start, b.stop) // block - c.start
-            for b, c in zip(box, coarse_box, strict=True)
-        ]
-        yield box, in_group[np.ix_(*block_of_voxel)]
+def _validate_classes(classes: Sequence[LocalizeClass], voxel_size_angstrom: float) -> None:
+    if not classes:
+        raise ValueError("classes is empty; give at least one LocalizeClass to localize")
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names must be unique, got {names}")
+    if not (math.isfinite(voxel_size_angstrom) and voxel_size_angstrom > 0):
+        raise ValueError(f"voxel_size_angstrom must be > 0, got {voxel_size_angstrom}")
+    for cls in classes:
+        if not (math.isfinite(cls.radius_angstrom) and cls.radius_angstrom > 0):
+            raise ValueError(f"radius of {cls.name!r} must be > 0 Å, got {cls.radius_angstrom}")
+        if int(cls.label) != cls.label or cls.label < 1:
+            raise ValueError(f"label of {cls.name!r} must be an integer >= 1 (0 is background)")
 
 
 def _localize_box(
