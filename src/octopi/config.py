@@ -353,6 +353,12 @@ class InferenceConfig(Frozen):
         default="none", description="test-time augmentation: XY flips (4) or XY rotations (4)"
     )
     amp: AmpMode = "auto"
+    save_probabilities: bool = Field(
+        default=True,
+        description="segment also writes the class probabilities (float16, (C, Z, Y, X)) into "
+        "the label segmentation's store as the group 'probabilities', for localize's "
+        "per-class thresholds; 2 bytes × classes per voxel before compression",
+    )
 
 
 class LocalizeConfig(Frozen):
@@ -360,6 +366,8 @@ class LocalizeConfig(Frozen):
 
     method: "peaks" splits touching particles at maxima of the distance transform (watershed);
         "components" gives one pick per connected component, at its centroid.
+    source: what is localized: "probabilities" (those segment writes beside the labels),
+        "labels" (the argmax label volume), or "auto": probabilities where segment wrote them.
     score_threshold: probability input only; voxels with p >= threshold are foreground.
     min_size_fraction / max_size_fraction: a region is kept only if its voxel count lies within
         [min, max] × the sphere volume of the particle radius (max None: no upper bound). Target
@@ -377,6 +385,11 @@ class LocalizeConfig(Frozen):
     """
 
     method: Literal["peaks", "components"] = "peaks"
+    source: Literal["auto", "probabilities", "labels"] = Field(
+        default="auto",
+        description="probabilities: threshold the class probabilities segment wrote; labels: "
+        "the argmax labels (thresholds do not apply); auto: probabilities if segment wrote them",
+    )
     score_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
     min_size_fraction: float = Field(default=0.05, ge=0.0)
     max_size_fraction: float | None = Field(default=None, gt=0.0)

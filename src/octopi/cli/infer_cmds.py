@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +31,26 @@ def _paths(text: str, option: str) -> list[Path]:
     return paths
 
 
-def _class_weights(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """``name=w,name=w`` → {name: w}."""
-    if value is None:
-        return None
-    weights = {}
-    for item in split_csv(value) or []:
-        name, sep, number = item.partition("=")
-        try:
-            weights[name.strip()] = float(number)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise click.BadParameter(
-                f"expected name=weight pairs separated by commas, got {item!r}"
-            )
-    return weights
+def _name_values(what: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback: ``name=x,name=y`` → {name: x, name: y} (floats), ``what`` naming x."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        values = {}
+        for item in split_csv(value) or []:
+            name, sep, number = item.partition("=")
+            try:
+                values[name.strip()] = float(number)
+            except ValueError:
+                sep = ""
+            if not sep or not name.strip():
+                raise click.BadParameter(
+                    f"expected name={what} pairs separated by commas, got {item!r}"
+                )
+        return values
+
+    return parse
 
 
 @click.command()
@@ -84,6 +89,12 @@ def _class_weights(ctx: click.Context, param: click.Parameter, value: str | None
     type=click.Choice(["auto", "bf16", "fp16", "off"]),
     help="Mixed precision." + default_help(InferenceConfig, "amp"),
 )
+@click.option(
+    "--probabilities/--no-probabilities",
+    default=None,
+    help="Also write the class probabilities (float16) for localize's thresholds."
+    + default_help(InferenceConfig, "save_probabilities"),
+)
 @click.option("--device", help="torch device, e.g. cpu or cuda:1.  [default: cuda if available]")
 @click.option(
     "--output", type=click.Path(path_type=Path), help="Folder for the resolved config and timings."
@@ -102,10 +113,12 @@ def segment(
     window_batch_size,
     tta,
     amp,
+    probabilities,
     device,
     output,
 ):
-    """Segment tomograms with a trained model (or an ensemble) into copick label volumes."""
+    """Segment tomograms with a trained model (or an ensemble) into copick label volumes, with
+    the class probabilities beside them (for localize's thresholds)."""
     from octopi.config import DEFAULT_SEGMENTATION_TARGET
     from octopi.inference.stages import segment_runs
     from octopi.io_utils import atomic_write_json
@@ -117,6 +130,7 @@ def segment(
         window_batch_size=window_batch_size,
         tta=tta,
         amp=amp,
+        save_probabilities=probabilities,
     )
     sources = _sources(configs)
     seg_target = TargetSpec.parse(seg_info) if seg_info else DEFAULT_SEGMENTATION_TARGET
@@ -152,8 +166,9 @@ def segment(
     for key, run in summary.runs.items():
         click.echo(f"{key}: {tuple(run.shape_zyx)} in {run.seconds:.1f} s")
     click.echo(
-        f"wrote segmentation {seg_target} for {len(summary.runs)} runs "
-        f"({summary.tomo_algorithm} at {summary.voxel_size_angstrom:g} Å, {summary.device})"
+        f"wrote segmentation {seg_target}{' with class probabilities' * summary.probabilities} "
+        f"for {len(summary.runs)} runs ({summary.tomo_algorithm} at "
+        f"{summary.voxel_size_angstrom:g} Å, {summary.device})"
     )
 
 
@@ -175,10 +190,22 @@ def segment(
     + default_help(LocalizeConfig, "method"),
 )
 @click.option(
+    "--source",
+    type=click.Choice(["auto", "probabilities", "labels"]),
+    help="Localize the class probabilities segment wrote, or the argmax labels; auto: "
+    "probabilities where written." + default_help(LocalizeConfig, "source"),
+)
+@click.option(
     "--threshold",
     type=float,
-    help="Probability threshold (probability input only)."
+    help="Probability a voxel needs to count for a class (probabilities only)."
     + default_help(LocalizeConfig, "score_threshold"),
+)
+@click.option(
+    "--class-thresholds",
+    callback=_name_values("threshold"),
+    help="name=threshold,… per class, overriding --threshold (probabilities only)."
+    + default_help(LocalizeConfig, "per_class_threshold"),
 )
 @click.option(
     "--min-size-fraction",
@@ -204,36 +231,49 @@ def localize(
     voxel_size,
     run_ids,
     method,
+    source,
     threshold,
+    class_thresholds,
     min_size_fraction,
     min_separation_fraction,
     objects,
     output,
 ):
-    """Turn segmentations into particle picks (one pick set per object) in copick."""
+    """Turn segmentations into particle picks (one pick set per object) in copick: voxels of
+    a class are those whose class probability reaches its threshold, or (labels) its label."""
     from octopi.config import DEFAULT_PREDICTED_PICKS, DEFAULT_SEGMENTATION_TARGET
-    from octopi.inference.stages import localize_runs
+    from octopi.inference.stages import plan_localize, run_localize
     from octopi.io_utils import atomic_write_json
 
+    if threshold is not None or class_thresholds is not None:
+        if source == "labels":
+            raise click.BadParameter(
+                "thresholds act on class probabilities; with --source labels they would do "
+                "nothing. Drop --source labels or the thresholds.",
+                param_hint="--threshold/--class-thresholds",
+            )
+        source = "probabilities"  # a threshold given must act: missing probabilities are errors
     settings = build(
         LocalizeConfig,
         method=method,
+        source=source,
         score_threshold=threshold,
+        per_class_threshold=class_thresholds,
         min_size_fraction=min_size_fraction,
         min_separation_fraction=min_separation_fraction,
     )
     sources = _sources(configs)
     seg_target = TargetSpec.parse(seg_info) if seg_info else DEFAULT_SEGMENTATION_TARGET
     picks_out = PickSpec.parse(pick_info) if pick_info else DEFAULT_PREDICTED_PICKS
-    counts = localize_runs(
+    plan = plan_localize(
         sources,
         split_csv(run_ids),
         seg_target=seg_target,
-        picks_out=picks_out,
         settings=settings,
         voxel_size_angstrom=voxel_size,
         objects=split_csv(objects),
     )
+    counts = run_localize(plan, picks_out)
     if output is not None:
         write_resolved_config(
             output,
@@ -245,6 +285,7 @@ def localize(
             voxel_size_angstrom=voxel_size,
             objects=split_csv(objects),
             localize=settings,
+            localized_from=plan.source,
         )
         atomic_write_json(Path(output) / "picks.json", counts)
     for key, per_object in counts.items():
@@ -252,7 +293,16 @@ def localize(
     total = sum(sum(per_object.values()) for per_object in counts.values())
     click.echo(
         f"wrote {total} picks as {picks_out.user_id},{picks_out.session_id} for {len(counts)} runs"
+        f", from {_source_note(plan.source, settings)}"
     )
+
+
+def _source_note(source: str, settings: LocalizeConfig) -> str:
+    """``class probabilities (threshold 0.5; ribosome 0.3)`` or ``labels (argmax)``."""
+    if source == "labels":
+        return "labels (argmax; thresholds do not apply)"
+    per_class = "".join(f"; {n} {t:g}" for n, t in (settings.per_class_threshold or {}).items())
+    return f"class probabilities (threshold {settings.score_threshold:g}{per_class})"
 
 
 @click.command()
@@ -275,7 +325,7 @@ def localize(
 @click.option("--beta", type=float, help="F-beta's beta." + default_help(EvaluationConfig, "beta"))
 @click.option(
     "--class-weights",
-    callback=_class_weights,
+    callback=_name_values("weight"),
     help="name=weight,… (classes not listed weigh 1)."
     + default_help(EvaluationConfig, "class_weights"),
 )

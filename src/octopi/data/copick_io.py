@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from octopi.config import CopickSource, PickSpec, TargetSpec
+from octopi.data.copick_config import write_project_config as write_project_config
+from octopi.data.probability_store import (
+    ProbabilityWriter,
+    probability_channels,
+    read_probability,
+)
 from octopi.errors import InputError
 from octopi.input_files import check_file, read_text_file
 
@@ -57,41 +62,6 @@ class RunRef:
 
 def _available(items: Sequence[str]) -> str:
     return ", ".join(sorted(items)) if items else "none"
-
-
-def write_project_config(
-    config_path: str | Path,
-    overlay_root: str | Path,
-    objects: Sequence[ParticleObject],
-    name: str = "octopi project",
-    description: str = "",
-) -> Path:
-    """Write a filesystem copick config JSON whose data lives under ``overlay_root``."""
-    config_path = Path(config_path)
-    overlay_root = Path(overlay_root).resolve()
-    config = {
-        "config_type": "filesystem",
-        "name": name,
-        "description": description,
-        "version": "1.31.0",
-        "pickable_objects": [
-            {
-                "name": obj.name,
-                "is_particle": obj.is_particle,
-                "label": obj.label,
-                "color": list(obj.color),
-                "radius": obj.radius_angstrom,
-                "pdb_id": obj.pdb_id,
-                "map_threshold": None,
-            }
-            for obj in objects
-        ],
-        "overlay_root": f"local://{overlay_root}",
-        "overlay_fs_args": {"auto_mkdir": True},
-    }
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
-    return config_path
 
 
 def _config_problem(error: Exception) -> str:
@@ -206,9 +176,6 @@ class CopickProjects:
             raise CopickDataError(f"run {ref.key} not found in {self.sources[ref.source_index]}")
         return run
 
-    def _root_for(self, ref: RunRef):
-        return self._roots[ref.source_index]
-
     # ------------------------------------------------------------------ tomograms
 
     def voxel_sizes(self, ref: RunRef) -> list[float]:
@@ -321,18 +288,13 @@ class CopickProjects:
         target: TargetSpec,
         labels: np.ndarray,
         multilabel: bool = True,
+        probabilities: ProbabilityWriter | None = None,
     ) -> None:
-        """Write (Z, Y, X) integer labels as a copick segmentation, replacing an older one."""
+        """Write (Z, Y, X) integer labels as a copick segmentation, replacing an older one (and
+        its probabilities); ``probabilities`` (of :meth:`probability_writer`) go in with them."""
         run = self._run(ref)
         for old in self._segmentations(ref, voxel_size_angstrom, target):
-            # Replace instead of writing into an existing store, which could mix old chunks.
-            run.delete_segmentations(
-                user_id=old.user_id,
-                session_id=old.session_id,
-                name=old.name,
-                voxel_size=float(voxel_size_angstrom),
-                is_multilabel=old.is_multilabel,
-            )
+            old.delete()  # not a write into the old store, which could mix old chunks
         segmentation = run.new_segmentation(
             voxel_size=float(voxel_size_angstrom),
             name=target.name,
@@ -342,6 +304,46 @@ class CopickProjects:
             exist_ok=True,
         )
         segmentation.from_numpy(np.ascontiguousarray(labels), levels=1)
+        if probabilities is not None:
+            probabilities.commit(segmentation.zarr())
+
+    def probability_writer(
+        self,
+        ref: RunRef,
+        voxel_size_angstrom: float,
+        target: TargetSpec,
+        channels: dict[str, int],
+        shape_czyx: tuple[int, int, int, int],
+    ) -> ProbabilityWriter:
+        """A streaming writer of (C, Z, Y, X) float16 probabilities (``channels``: class name →
+        channel) for the multilabel segmentation ``target``; see :mod:`probability_store`."""
+        from copick.util.segmentation import segmentation_store_name
+
+        run = self._run(ref)
+        if not hasattr(run, "fs_overlay"):
+            raise CopickDataError(f"run {ref.key} has no filesystem overlay for probabilities")
+        fs = getattr(run.fs_overlay, "_fs", run.fs_overlay)  # copick's wrapper cannot mv
+        directory = f"{run.overlay_path}/Segmentations"  # the writer makes it if new
+        v, user, session = float(voxel_size_angstrom), target.user_id, target.session_id
+        store = segmentation_store_name(v, user, session, target.name, is_multilabel=True)
+        return ProbabilityWriter(fs, f"{directory}/{store}", channels, shape_czyx, v)
+
+    def probability_channels(self, ref: RunRef, voxel_size: float, target: TargetSpec) -> dict:
+        """Class name → channel of the probabilities stored with ``target``; {} if none."""
+        found = self._segmentations(ref, voxel_size, target)
+        return probability_channels(found[0].zarr()) if found else {}
+
+    def load_probability(
+        self, ref: RunRef, voxel_size_angstrom: float, target: TargetSpec, class_name: str
+    ) -> np.ndarray:
+        """The stored (Z, Y, X) float16 probability of one class of ``target``."""
+        channels = self.probability_channels(ref, voxel_size_angstrom, target)
+        if class_name not in channels:
+            raise CopickDataError(
+                f"{target} of run {ref.key} has no {class_name} probabilities: {channels}"
+            )
+        store = self._segmentations(ref, voxel_size_angstrom, target)[0].zarr()
+        return read_probability(store, channels[class_name])
 
     # ------------------------------------------------------------------ picks
 
@@ -395,8 +397,3 @@ class CopickProjects:
         else:
             pick_set.points = []
             pick_set.store()
-
-
-def remove_tree(path: str | Path) -> None:
-    """Delete a half-built project directory (used when a write fails midway)."""
-    shutil.rmtree(path, ignore_errors=True)

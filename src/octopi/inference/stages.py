@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
 
 from octopi.config import (
     DEFAULT_PREDICTED_PICKS,
@@ -25,6 +28,9 @@ from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObjec
 from octopi.errors import InputError
 
 if TYPE_CHECKING:
+    import torch
+
+    from octopi.inference.localize import LocalizeClass
     from octopi.models.model_card import ModelCard
 
 
@@ -46,6 +52,7 @@ class SegmentSummary:
     window_size: int
     seg_target: TargetSpec
     device: str
+    probabilities: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -54,6 +61,7 @@ class SegmentSummary:
             "window_size": self.window_size,
             "seg_target": str(self.seg_target),
             "device": self.device,
+            "probabilities": self.probabilities,
             "runs": {key: asdict(run) for key, run in self.runs.items()},
         }
 
@@ -102,15 +110,15 @@ def segment_runs(
     device: str | None = None,
     show_progress: bool = True,
 ) -> SegmentSummary:
-    """Segment tomograms with an ensemble and write (Z, Y, X) uint8 labels to ``seg_target``.
+    """Segment tomograms with an ensemble and write (Z, Y, X) uint8 labels to ``seg_target``,
+    and with ``settings.save_probabilities`` the (C, Z, Y, X) float16 class probabilities
+    beside them (:mod:`octopi.data.probability_store`).
 
     Voxel size and tomogram algorithm default to the first model card's (its first
     algorithm); the window edge to ``settings.window_size`` or the card's ``dim_in``.
     Everything is checked before the first segmentation is written.
     """
-    from octopi.data.normalise import normalise_tomogram
     from octopi.inference.ensemble import load_ensemble
-    from octopi.inference.segment import segment_volume
     from octopi.runtime import select_device
 
     torch_device = select_device(device)
@@ -137,21 +145,9 @@ def segment_runs(
     refs = resolve_runs(projects, run_ids)
     for ref in refs:
         projects.tomogram_shape(ref, voxel_size, algorithm)  # raises, listing what is there
-
-    runs: dict[str, SegmentedRun] = {}
-    for ref in refs:
-        start = time.perf_counter()
-        volume = projects.load_tomogram(ref, voxel_size, algorithm)
-        normalised = normalise_tomogram(volume, card.normalisation)
-        del volume
-        result = segment_volume(
-            models, normalised, window, settings, torch_device, show_progress=show_progress
-        )
-        projects.write_segmentation(ref, voxel_size, seg_target, result.labels)
-        runs[ref.key] = SegmentedRun(
-            shape_zyx=tuple(int(n) for n in result.labels.shape),  # type: ignore[arg-type]
-            seconds=round(time.perf_counter() - start, 3),
-        )
+    segmenter = _Segmenter(card, models, window, settings, torch_device, show_progress)
+    where = _SegmentTarget(projects, voxel_size, algorithm, seg_target)
+    runs = {ref.key: _segment_run(segmenter, where, ref) for ref in refs}
     return SegmentSummary(
         runs=runs,
         voxel_size_angstrom=voxel_size,
@@ -159,6 +155,66 @@ def segment_runs(
         window_size=window,
         seg_target=seg_target,
         device=str(torch_device),
+        probabilities=settings.save_probabilities,
+    )
+
+
+@dataclass(frozen=True)
+class _Segmenter:
+    """The ensemble and settings :func:`segment_runs` segments every run with."""
+
+    card: ModelCard
+    models: Sequence[torch.nn.Module]
+    window: int
+    settings: InferenceConfig
+    device: torch.device
+    show_progress: bool
+
+
+@dataclass(frozen=True)
+class _SegmentTarget:
+    """Where :func:`segment_runs` reads tomograms and writes segmentations."""
+
+    projects: CopickProjects
+    voxel_size_angstrom: float
+    algorithm: str
+    seg_target: TargetSpec
+
+
+def _segment_run(segmenter: _Segmenter, where: _SegmentTarget, ref: RunRef) -> SegmentedRun:
+    """Segment one run; its labels (and probabilities) replace older ones together."""
+    from octopi.data.normalise import normalise_tomogram
+    from octopi.inference.segment import segment_volume
+
+    start = time.perf_counter()
+    card, settings = segmenter.card, segmenter.settings
+    projects, voxel_size = where.projects, where.voxel_size_angstrom
+    volume = projects.load_tomogram(ref, voxel_size, where.algorithm)
+    normalised = normalise_tomogram(volume, card.normalisation)
+    del volume
+    writer = None
+    if settings.save_probabilities:
+        channels = {"background": 0} | {c.name: c.label for c in card.classes}
+        shape_czyx = (card.out_channels, *normalised.shape)
+        writer = projects.probability_writer(
+            ref, voxel_size, where.seg_target, channels, shape_czyx
+        )
+    with writer or nullcontext():  # a failed run leaves no probabilities behind
+        result = segment_volume(
+            segmenter.models,
+            normalised,
+            segmenter.window,
+            settings,
+            segmenter.device,
+            segmenter.show_progress,
+            probability_sink=writer,
+        )
+        projects.write_segmentation(
+            ref, voxel_size, where.seg_target, result.labels, probabilities=writer
+        )
+    return SegmentedRun(
+        shape_zyx=tuple(int(n) for n in result.labels.shape),  # type: ignore[arg-type]
+        seconds=round(time.perf_counter() - start, 3),
     )
 
 
@@ -208,6 +264,118 @@ def find_segmentation_voxel_size(
     )
 
 
+def uses_probabilities(inference: InferenceConfig, settings: LocalizeConfig) -> bool:
+    """Whether picks come from the class probabilities (else from the argmax labels) when
+    ``segment`` runs with ``inference`` and ``localize`` with ``settings``: validation picks
+    the same way, so a trial's score is the score of the picks the tools make."""
+    return settings.source == "probabilities" or (
+        settings.source == "auto" and inference.save_probabilities
+    )
+
+
+@dataclass(frozen=True)
+class LocalizePlan:
+    """The checked runs (voxel size of each) and classes :func:`run_localize` localizes, and
+    its ``source``: class probabilities (thresholded) or labels."""
+
+    projects: CopickProjects
+    seg_target: TargetSpec
+    refs: list[RunRef]
+    voxel_sizes: dict[str, float]
+    classes: list[LocalizeClass]
+    settings: LocalizeConfig
+    source: Literal["probabilities", "labels"]
+
+
+def plan_localize(
+    sources: Sequence[CopickSource],
+    run_ids: Sequence[str] | None,
+    seg_target: TargetSpec = DEFAULT_SEGMENTATION_TARGET,
+    settings: LocalizeConfig = LocalizeConfig(),
+    voxel_size_angstrom: float | None = None,
+    objects: Sequence[str] | None = None,
+) -> LocalizePlan:
+    """Check everything :func:`run_localize` needs; see :func:`localize_runs`."""
+    from octopi.inference.localize import LocalizeClass
+
+    projects = CopickProjects(sources)
+    chosen = select_objects(projects, objects)
+    classes = [LocalizeClass(obj.name, obj.label, obj.radius_angstrom) for obj in chosen]
+    unknown = sorted(set(settings.per_class_threshold or {}) - {c.name for c in classes})
+    if unknown:
+        raise InputError(
+            f"per-class thresholds name {', '.join(unknown)}, which are not localized; "
+            f"objects: {', '.join(c.name for c in classes)}"
+        )
+    refs = resolve_runs(projects, run_ids)
+    voxel_sizes: dict[str, float] = {}
+    for ref in refs:
+        if voxel_size_angstrom is None:
+            voxel_sizes[ref.key] = find_segmentation_voxel_size(projects, ref, seg_target)
+        elif not projects.has_segmentation(ref, voxel_size_angstrom, seg_target):
+            projects.load_segmentation(ref, voxel_size_angstrom, seg_target)  # raises, listing
+        else:
+            voxel_sizes[ref.key] = voxel_size_angstrom
+    has = projects.probability_channels
+    stored = [r.key for r in refs if has(r, voxel_sizes[r.key], seg_target)]
+    source = _source(settings, seg_target, [ref.key for ref in refs], stored)
+    return LocalizePlan(projects, seg_target, refs, voxel_sizes, classes, settings, source)
+
+
+def _source(
+    settings: LocalizeConfig, seg_target: TargetSpec, runs: list[str], with_probabilities: list
+) -> Literal["probabilities", "labels"]:
+    """Probabilities if every run has them (unless source is labels); raise where settings
+    need probabilities that are missing."""
+    if settings.source != "labels" and len(with_probabilities) == len(runs):
+        return "probabilities"
+    if settings.source == "probabilities" or (settings.source == "auto" and with_probabilities):
+        missing = [run for run in runs if run not in with_probabilities]
+        raise CopickDataError(
+            f"segmentation {seg_target} holds no class probabilities in run(s) "
+            f"{', '.join(missing)}; segment them again (`octopi segment` writes probabilities "
+            "unless --no-probabilities), or localize the argmax labels with --source labels "
+            "(thresholds do not apply to labels)"
+        )
+    if settings.per_class_threshold:
+        raise InputError(
+            f"per-class thresholds act on probabilities; localize reads the labels of "
+            f"{seg_target} (source {settings.source}): drop them or segment with probabilities"
+        )
+    return "labels"
+
+
+def run_localize(plan: LocalizePlan, picks_out: PickSpec) -> dict[str, dict[str, int]]:
+    """Localize every run of ``plan`` and write the picks; run key → object → picks."""
+    from octopi.inference.localize import ClassPicks, localize, localize_channel
+
+    counts: dict[str, dict[str, int]] = {}
+    projects, target = plan.projects, plan.seg_target
+    for ref in plan.refs:
+        voxel_size = plan.voxel_sizes[ref.key]
+        if plan.source == "labels":
+            segmentation = projects.load_segmentation(ref, voxel_size, target)
+            found = localize(segmentation, plan.classes, voxel_size, plan.settings)
+        else:
+            stored = projects.probability_channels(ref, voxel_size, target)
+            found = {  # one channel in memory at a time; a class the model lacks gets no picks
+                cls.name: localize_channel(
+                    projects.load_probability(ref, voxel_size, target, cls.name),
+                    cls,
+                    voxel_size,
+                    plan.settings,
+                )
+                if cls.name in stored
+                else ClassPicks(np.zeros((0, 3)), np.zeros(0, np.float32))
+                for cls in plan.classes
+            }
+        for name, picks in found.items():
+            positions_angstrom_xyz = picks.centers_voxel[:, ::-1] * voxel_size
+            projects.write_picks(ref, name, picks_out, positions_angstrom_xyz, picks.scores)
+        counts[ref.key] = {name: len(picks) for name, picks in found.items()}
+    return counts
+
+
 def localize_runs(
     sources: Sequence[CopickSource],
     run_ids: Sequence[str] | None,
@@ -220,33 +388,11 @@ def localize_runs(
     """Localize particles in the ``seg_target`` segmentation of each run and write picks.
 
     Every selected object (default: every particle object of the project) is localized with
-    its radius from the copick config; picks are written as (x, y, z) Å positions with scores
-    under ``picks_out`` (an empty pick set where nothing was found). The voxel size defaults to
-    the one at which the segmentation exists. Returns run key → object → number of picks.
+    its radius from the copick config, from the class probabilities stored with the
+    segmentation (voxels at or above the class's threshold; ``settings.source``) or from its
+    labels. Picks are written as (x, y, z) Å positions with scores under ``picks_out`` (an
+    empty pick set where nothing was found). The voxel size defaults to the one at which the
+    segmentation exists. Returns run key → object → number of picks.
     """
-    from octopi.inference.localize import LocalizeClass, localize
-
-    projects = CopickProjects(sources)
-    chosen = select_objects(projects, objects)
-    classes = [LocalizeClass(obj.name, obj.label, obj.radius_angstrom) for obj in chosen]
-    refs = resolve_runs(projects, run_ids)
-
-    voxel_sizes: dict[str, float] = {}
-    for ref in refs:
-        if voxel_size_angstrom is None:
-            voxel_sizes[ref.key] = find_segmentation_voxel_size(projects, ref, seg_target)
-        elif not projects.has_segmentation(ref, voxel_size_angstrom, seg_target):
-            projects.load_segmentation(ref, voxel_size_angstrom, seg_target)  # raises, listing
-        else:
-            voxel_sizes[ref.key] = voxel_size_angstrom
-
-    counts: dict[str, dict[str, int]] = {}
-    for ref in refs:
-        voxel_size = voxel_sizes[ref.key]
-        segmentation = projects.load_segmentation(ref, voxel_size, seg_target)
-        found = localize(segmentation, classes, voxel_size, settings)
-        for name, picks in found.items():
-            positions_angstrom_xyz = picks.centers_voxel[:, ::-1] * voxel_size
-            projects.write_picks(ref, name, picks_out, positions_angstrom_xyz, picks.scores)
-        counts[ref.key] = {name: len(picks) for name, picks in found.items()}
-    return counts
+    plan = plan_localize(sources, run_ids, seg_target, settings, voxel_size_angstrom, objects)
+    return run_localize(plan, picks_out)

@@ -3,7 +3,9 @@
 Each validation run's tomogram (first tomogram algorithm) is read and normalised once per
 process and kept; each validation segments it with the network (sliding window), localizes
 particles and scores them against the ground-truth picks, so the best checkpoint is the one
-that picks best.
+that picks best. Picks come from what ``segment`` + ``localize`` would pick from with the same
+settings (:func:`~octopi.inference.stages.uses_probabilities`): the class probabilities,
+thresholded per class, or the argmax labels.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import torch
 from octopi.config import EvaluationConfig, InferenceConfig, LocalizeConfig
 from octopi.data.copick_io import CopickProjects
 from octopi.data.normalise import normalise_tomogram
+from octopi.errors import InputError
 from octopi.evaluation.scoring import ScoreReport, score
 from octopi.inference.localize import LocalizeClass, localize
-from octopi.inference.segment import segment_volume
+from octopi.inference.segment import ProbabilityVolume, segment_volume
+from octopi.inference.stages import uses_probabilities
 from octopi.models.model_card import ModelCard
 
 
@@ -56,6 +60,8 @@ class Validator:
         self.best_metric = best_metric
         self.device = device
         self.classes = [LocalizeClass(c.name, c.label, c.radius_angstrom) for c in card.classes]
+        self.from_probabilities = uses_probabilities(inference, localize_config)
+        _check_thresholds(localize_config, [c.name for c in card.classes], self.from_probabilities)
         self._volumes: dict[str, np.ndarray] | None = None
 
     @property
@@ -78,8 +84,13 @@ class Validator:
         window = self.inference.window_size or self.card.dim_in
         picks: dict[str, dict[str, np.ndarray]] = {}
         for key, volume in self.volumes.items():
-            result = segment_volume([model], volume, window, self.inference, self.device)
-            found = localize(result.labels, self.classes, voxel, self.settings)
+            # (C, Z, Y, X) float16, as segment stores it: the same values are thresholded.
+            sink = ProbabilityVolume(volume.shape) if self.from_probabilities else None
+            result = segment_volume(
+                [model], volume, window, self.inference, self.device, probability_sink=sink
+            )
+            segmentation = result.labels if sink is None else sink.array
+            found = localize(segmentation, self.classes, voxel, self.settings)
             picks[key] = {name: p.centers_voxel[:, ::-1] * voxel for name, p in found.items()}
         return picks
 
@@ -101,3 +112,22 @@ class Validator:
             metrics[f"f1_{name}"] = counts.fbeta(1.0)
         metrics["seconds"] = time.perf_counter() - start
         return metrics, report
+
+
+def _check_thresholds(
+    settings: LocalizeConfig, classes: list[str], from_probabilities: bool
+) -> None:
+    """Raise before training when per-class thresholds could not act in validation."""
+    thresholds = settings.per_class_threshold or {}
+    unknown = sorted(set(thresholds) - set(classes))
+    if unknown:
+        raise InputError(
+            f"localize.per_class_threshold names {unknown}, which are not classes of the "
+            f"model ({', '.join(classes)})"
+        )
+    if thresholds and not from_probabilities:
+        raise InputError(
+            "localize.per_class_threshold acts on class probabilities, but validation picks "
+            "from the labels (localize.source labels, or inference.save_probabilities false "
+            "with source auto); drop the thresholds or pick from probabilities"
+        )

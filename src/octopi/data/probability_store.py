@@ -1,0 +1,170 @@
+"""Class probabilities beside a label segmentation: a float16 OME-Zarr image in the group
+``probabilities`` of the segmentation's own zarr store, written plane by plane.
+
+Layout, for the label segmentation ``name,user,session`` at voxel size V in a copick run::
+
+    Segmentations/<V>_<user>_<session>_<name>-multilabel.zarr/
+        0/                  (Z, Y, X) uint8 labels, as copick writes them
+        probabilities/      OME-Zarr image (multiscales 0.4, one level, axes c, z, y, x)
+            0/              (C, Z, Y, X) float16, chunks (1, 16, 256, 256); channel 0 is the
+                            background, channel i the class of label i; sums to 1 over C
+
+``probabilities/.zattrs`` holds ``octopi.channels`` (class name → channel). copick sees one
+multilabel segmentation (it reads ``0``); the probabilities come and go with it. To open them:
+``zarr.open(seg.zarr(), mode="r")["probabilities/0"]`` for a segmentation ``seg`` of
+``run.get_segmentations(name=..., user_id=..., session_id=..., voxel_size=...)``, or
+``zarr.open("<store path>/probabilities/0")``.
+
+The writer streams into a hidden store beside the segmentation (a name starting with ``.``,
+which copick does not list) and moves it into place once the labels are written, so a killed
+job never leaves probabilities that look complete.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+from numcodecs import Blosc
+
+PROBABILITY_GROUP = "probabilities"
+# Z depth of a chunk: planes are buffered until a chunk is full, so no chunk is rewritten.
+_CHUNK_PLANES = 16
+_CHUNK_EDGE = 256
+
+
+def _store(fs: Any, path: str, mode: str = "w") -> zarr.storage.FSStore:
+    return zarr.storage.FSStore(path, fs=fs, mode=mode, dimension_separator="/", create=True)
+
+
+def _attributes(channels: Mapping[str, int], voxel_size_angstrom: float) -> dict[str, Any]:
+    space = [{"name": axis, "type": "space", "unit": "angstrom"} for axis in "zyx"]
+    scale = [1.0, *(float(voxel_size_angstrom),) * 3]
+    return {
+        "multiscales": [
+            {
+                "version": "0.4",
+                "name": PROBABILITY_GROUP,
+                "axes": [{"name": "c", "type": "channel"}, *space],
+                "datasets": [
+                    {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+                ],
+            }
+        ],
+        "octopi": {
+            "content": "class probabilities: softmax blended over sliding windows, averaged "
+            "over the ensemble and test-time augmentations",
+            "channels": dict(channels),
+        },
+    }
+
+
+class ProbabilityWriter:
+    """A probability sink for :func:`octopi.inference.segment.segment_volume` that writes
+    (C, Z, Y, X) float16 planes (``shape_czyx``) into a hidden temporary store beside
+    ``segmentation_path`` (a path of the fsspec filesystem ``fs``), buffering at most C × 16
+    planes. ``channels``: class name → channel index (background 0 included).
+
+    After the last plane, :meth:`commit` moves the store into the segmentation's store;
+    :meth:`discard` deletes it. Use as a context manager to discard unless committed.
+    """
+
+    def __init__(
+        self,
+        fs: Any,
+        segmentation_path: str,
+        channels: Mapping[str, int],
+        shape_czyx: Sequence[int],
+        voxel_size_angstrom: float,
+    ):
+        self.fs = fs
+        n_channels, z, y, x = (int(n) for n in shape_czyx)
+        self.shape_zyx = (z, y, x)
+        directory, _, name = segmentation_path.rstrip("/").rpartition("/")
+        stem = f"{directory}/.{name}.{PROBABILITY_GROUP}-"
+        for stale in fs.glob(stem + "*"):  # left by a killed job
+            fs.rm(stale, recursive=True)
+        self.path = f"{stem}{os.getpid()}"
+        group = zarr.group(store=_store(fs, self.path), overwrite=True)
+        group.attrs.update(_attributes(channels, voxel_size_angstrom))
+        self._array = group.create_dataset(
+            "0",
+            shape=(n_channels, z, y, x),
+            chunks=(1, _CHUNK_PLANES, _CHUNK_EDGE, _CHUNK_EDGE),
+            dtype=np.float16,
+            fill_value=0,
+            # Bit-shuffled float16 probabilities compress to ~80% (byte shuffle: ~93%).
+            compressor=Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE),
+        )
+        self._buffer = np.zeros((n_channels, _CHUNK_PLANES, y, x), dtype=np.float16)
+        self._buffered = 0  # planes in the buffer, which starts at plane self._written
+        self._written = 0
+        self._done = False
+
+    def write(self, z_start: int, planes: np.ndarray) -> None:
+        """Add (C, n, Y, X) planes [z_start, z_start + n); planes must come in Z order."""
+        if z_start != self._written + self._buffered:
+            raise ValueError(
+                f"probability planes must arrive in order: expected plane "
+                f"{self._written + self._buffered}, got {z_start}"
+            )
+        done = 0
+        while done < planes.shape[1]:
+            take = min(planes.shape[1] - done, _CHUNK_PLANES - self._buffered)
+            self._buffer[:, self._buffered : self._buffered + take] = planes[:, done : done + take]
+            self._buffered += take
+            done += take
+            if self._buffered == _CHUNK_PLANES:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._buffered:
+            stop = self._written + self._buffered
+            for channel, planes in enumerate(self._buffer):  # zarr's temporaries: one channel
+                self._array[channel, self._written : stop] = planes[: self._buffered]
+            self._written, self._buffered = stop, 0
+
+    def commit(self, segmentation_store: MutableMapping) -> None:
+        """Write the last planes and move the probabilities into ``segmentation_store`` (a
+        copick segmentation's zarr store on the same filesystem) as ``probabilities``."""
+        self._flush()
+        if self._written != self.shape_zyx[0]:
+            raise ValueError(
+                f"{self._written} of {self.shape_zyx[0]} probability planes were written; "
+                "refusing to store an incomplete volume"
+            )
+        target = f"{segmentation_store.path.rstrip('/')}/{PROBABILITY_GROUP}"
+        if self.fs.exists(target):
+            self.fs.rm(target, recursive=True)
+        self.fs.mv(self.path, target, recursive=True)
+        self._done = True
+
+    def discard(self) -> None:
+        """Delete the temporary store (nothing of it reaches the segmentation)."""
+        if not self._done and self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+        self._done = True
+
+    def __enter__(self) -> ProbabilityWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.discard()
+
+
+def probability_channels(segmentation_store: MutableMapping) -> dict[str, int]:
+    """Class name → channel of the probabilities in a segmentation's store; {} if it has
+    none (segmented with ``save_probabilities: false``, or by another tool)."""
+    group = zarr.open_group(segmentation_store, mode="r")
+    if PROBABILITY_GROUP not in group:
+        return {}
+    return dict(group[PROBABILITY_GROUP].attrs.get("octopi", {}).get("channels", {}))
+
+
+def read_probability(segmentation_store: MutableMapping, channel: int) -> np.ndarray:
+    """One channel of the stored probabilities: (Z, Y, X) float16."""
+    array = zarr.open_group(segmentation_store, mode="r")[f"{PROBABILITY_GROUP}/0"]
+    return np.asarray(array[channel])
