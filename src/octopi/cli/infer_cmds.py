@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,9 @@ from octopi.config import (
     TargetSpec,
 )
 from octopi.io_utils import write_resolved_config
+
+if TYPE_CHECKING:
+    from octopi.inference.stages import SegmentSummary
 
 
 def _sources(configs: tuple[str, ...]) -> list[CopickSource]:
@@ -45,9 +48,7 @@ def _name_values(what: str) -> Callable[[click.Context, click.Parameter, str | N
             except ValueError:
                 sep = ""
             if not sep or not name.strip():
-                raise click.BadParameter(
-                    f"expected name={what} pairs separated by commas, got {item!r}"
-                )
+                raise click.BadParameter(f"expected name={what} pairs, got {item!r}")
         return values
 
     return parse
@@ -121,7 +122,6 @@ def segment(
     the class probabilities beside them (for localize's thresholds)."""
     from octopi.config import DEFAULT_SEGMENTATION_TARGET
     from octopi.inference.stages import segment_runs
-    from octopi.io_utils import atomic_write_json
 
     settings = build(
         InferenceConfig,
@@ -148,15 +148,25 @@ def segment(
         device=device,
         show_progress=True,
     )
+    _report_segment(
+        output, summary, settings, configs=sources, model_configs=model_configs,
+        model_weights=weights, seg_target=seg_target,
+    )  # fmt: skip
+
+
+def _report_segment(
+    output: Path | None, summary: SegmentSummary, settings: InferenceConfig, **parts: Any
+) -> None:
+    """Print what segment did; with ``output``, record its resolved config (``parts`` and the
+    settings it resolved) and timings."""
+    from octopi.io_utils import atomic_write_json
+
     if output is not None:
         write_resolved_config(
             output,
             "segment",
-            configs=sources,
+            **parts,
             run_ids=list(summary.runs),
-            model_configs=model_configs,
-            model_weights=weights,
-            seg_target=seg_target,
             voxel_size_angstrom=summary.voxel_size_angstrom,
             tomo_algorithm=summary.tomo_algorithm,
             device=summary.device,
@@ -166,7 +176,8 @@ def segment(
     for key, run in summary.runs.items():
         click.echo(f"{key}: {tuple(run.shape_zyx)} in {run.seconds:.1f} s")
     click.echo(
-        f"wrote segmentation {seg_target}{' with class probabilities' * summary.probabilities} "
+        f"wrote segmentation {summary.seg_target}"
+        f"{' with class probabilities' * summary.probabilities} "
         f"for {len(summary.runs)} runs ({summary.tomo_algorithm} at "
         f"{summary.voxel_size_angstrom:g} Å, {summary.device})"
     )
@@ -245,18 +256,10 @@ def localize(
     from octopi.inference.stages import plan_localize, run_localize
     from octopi.io_utils import atomic_write_json
 
-    if threshold is not None or class_thresholds is not None:
-        if source == "labels":
-            raise click.BadParameter(
-                "thresholds act on class probabilities; with --source labels they would do "
-                "nothing. Drop --source labels or the thresholds.",
-                param_hint="--threshold/--class-thresholds",
-            )
-        source = "probabilities"  # a threshold given must act: missing probabilities are errors
     settings = build(
         LocalizeConfig,
         method=method,
-        source=source,
+        source=_source_for(source, threshold is not None or class_thresholds is not None),
         score_threshold=threshold,
         per_class_threshold=class_thresholds,
         min_size_fraction=min_size_fraction,
@@ -288,13 +291,31 @@ def localize(
             localized_from=plan.source,
         )
         atomic_write_json(Path(output) / "picks.json", counts)
+    _print_picks(counts, picks_out, _source_note(plan.source, settings))
+
+
+def _print_picks(counts: dict[str, dict[str, int]], picks_out: PickSpec, source: str) -> None:
+    """Picks per run and object, then the total and what they were localized from."""
     for key, per_object in counts.items():
         click.echo(f"{key}: " + ", ".join(f"{name} {n}" for name, n in per_object.items()))
     total = sum(sum(per_object.values()) for per_object in counts.values())
     click.echo(
         f"wrote {total} picks as {picks_out.user_id},{picks_out.session_id} for {len(counts)} runs"
-        f", from {_source_note(plan.source, settings)}"
+        f", from {source}"
     )
+
+
+def _source_for(source: str | None, thresholds_given: bool) -> str | None:
+    """--source; ``probabilities`` when a threshold is given (it must act), refused with labels."""
+    if not thresholds_given:
+        return source
+    if source == "labels":
+        raise click.BadParameter(
+            "thresholds act on class probabilities; with --source labels they would do "
+            "nothing. Drop --source labels or the thresholds.",
+            param_hint="--threshold/--class-thresholds",
+        )
+    return "probabilities"
 
 
 def _source_note(source: str, settings: LocalizeConfig) -> str:

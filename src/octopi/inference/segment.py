@@ -155,12 +155,9 @@ def segment_volume(
     if window_size < 1:
         raise ValueError(f"window size must be positive, got {window_size}")
     device = torch.device(device)
+    amp_dtype, transforms = autocast_dtype(device, settings.amp), tta_transforms(settings.tta)
     predict = partial(
-        mean_probabilities,
-        models,
-        transforms=tta_transforms(settings.tta),
-        device=device,
-        amp_dtype=autocast_dtype(device, settings.amp),
+        mean_probabilities, models, transforms=transforms, device=device, amp_dtype=amp_dtype
     )
     source, pads = _padded_source(volume, window_size, device)
     shape = tuple(int(n) for n in np.shape(volume))
@@ -171,12 +168,8 @@ def segment_volume(
     importance = compute_importance_map(
         (w, w, w), mode="gaussian", sigma_scale=_SIGMA_SCALE, device=device
     ).float()
-    outputs = _Outputs(
-        labels=np.zeros(shape, dtype=np.uint8),
-        confidence=np.zeros(shape, dtype=np.float16),
-        pads=pads,
-        sink=probability_sink,
-    )
+    labels, confidence = np.zeros(shape, np.uint8), np.zeros(shape, np.float16)
+    outputs = _Outputs(labels, confidence, pads, probability_sink)
     blend: list[torch.Tensor] = []  # [weighted probabilities, weights], allocated on first use
     total_windows = len(starts[0]) * len(plane_windows)
     with (
