@@ -12,10 +12,14 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from octopi.cli.options import friendly_errors, stop_on_signals_then_exit
+
+if TYPE_CHECKING:  # the slot machinery imports optuna: load it only where a command needs it
+    from octopi.search.slot_results import SlotResult
 
 _STUDY_DIR = click.option(
     "--study-dir",
@@ -121,11 +125,16 @@ def explore_trial(
             )
     except SlotBusyError as error:
         raise click.ClickException(str(error)) from error
+    _report_trial(result, time.perf_counter() - start)
+
+
+def _report_trial(result: SlotResult, command_seconds: float) -> None:
+    """What explore-trial prints: the slot's outcome, where its seconds went, its result."""
     metric = "none" if result.best_metric is None else f"{result.best_metric:.4f}"
+    slot = result.slot
     if result.reused:
-        click.echo(
-            f"slot {slot}: already {result.state} (trial {result.trial_number}); nothing run"
-        )
+        trial = result.trial_number
+        click.echo(f"slot {slot}: already {result.state} (trial {trial}); nothing run")
     else:
         click.echo(
             f"slot {slot}: {result.state}, trial {result.trial_number}, {result.metric_name} "
@@ -141,7 +150,7 @@ def explore_trial(
         click.echo(
             f"seconds: {result.seconds_total:.1f} in the slot ({result.seconds_training:.1f} "
             f"training, {result.seconds_overhead:.1f} overhead), "
-            f"{time.perf_counter() - start:.1f} in the command; CPU seconds: "
+            f"{command_seconds:.1f} in the command; CPU seconds: "
             f"{cpu_training:.1f} training, {sum(cpu.values()) - cpu_training:.1f} other"
         )
         click.echo(

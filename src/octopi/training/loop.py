@@ -80,7 +80,13 @@ class TrainingLoop:
         if plan.checkpoint is not None:
             self._restore(plan.checkpoint)
         self.resumed_from = self.epoch
+        self._open_data()
 
+    def _open_data(self) -> None:
+        """The validator (its volumes read now), the training tomogram cache and the crop
+        loader. The validation volumes are read before the cache's background reader starts:
+        copick is used from one thread."""
+        plan, training = self.plan, self.training
         data = plan.config.data
         self.validator = Validator(
             plan.projects,
@@ -92,10 +98,9 @@ class TrainingLoop:
             plan.config.localize,
             plan.config.evaluation,
             training.best_metric,
-            device,
+            self.device,
         )
-        # Read before the cache's background reader starts: copick is used from one thread.
-        self.validator.volumes  # noqa: B018
+        self.validator.volumes  # noqa: B018 - read the validation volumes now
         keys = [SampleKey(run, alg) for run in plan.split.train for alg in data.tomo_algorithms]
         self.cache = TomogramCache(
             keys,
