@@ -16,7 +16,6 @@ of CUDA until it picks its device.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
@@ -25,6 +24,8 @@ import tempfile
 import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 VISIBLE = "CUDA_VISIBLE_DEVICES"
 LOCK_DIR_ENV = "OCTOPI_GPU_LOCK_DIR"
@@ -114,7 +115,7 @@ def claim_gpu(
             told = True
         time.sleep(poll_seconds)
 
-    gpu_id, handle = claimed
+    gpu_id, lock = claimed
     previous = environ.get(VISIBLE)
     environ[VISIBLE] = gpu_id
     try:
@@ -124,8 +125,7 @@ def claim_gpu(
             environ.pop(VISIBLE, None)
         else:
             environ[VISIBLE] = previous
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        lock.release()
 
 
 def _make_shared_dir(folder: Path) -> None:
@@ -138,34 +138,39 @@ def _make_shared_dir(folder: Path) -> None:
         folder.chmod(_SHARED_DIR_MODE)  # mkdir's mode is cut by the umask
 
 
-def _open_lock_file(path: Path):
-    """The lock file opened for writing (created readable and writable by every user, so
-    another user's trials can lock it too); read-only where another user made it private."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:
-        return open(path)  # noqa: SIM115 - flock needs no write access
-    with contextlib.suppress(PermissionError):
-        os.fchmod(fd, 0o666)  # the creation mode is cut by the umask; fails unless ours
-    return os.fdopen(fd, "r+")
+def _write_pid(fd: int) -> None:
+    """Who holds the lock, for people looking at the folder (skipped on a read-only file)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
-def _try_lock(lock_dir: Path, candidates: list[str]):
-    """(gpu_id, open lock file) for the first GPU not locked by anyone, else None."""
+def _try_lock(lock_dir: Path, candidates: list[str]) -> tuple[str, FileLock] | None:
+    """(gpu_id, held lock) for the first GPU not locked by anyone, else None.
+
+    filelock's FileLock takes an flock (not lockf): two locks conflict even inside one
+    process, and the lock goes with the process when it dies. The file is created readable
+    and writable by every user (another user's trials lock it too); one another user made
+    private cannot be locked (filelock needs write access) and is reported.
+    """
     for gpu_id in candidates:
         safe = "".join(c if c.isalnum() or c in "-." else "_" for c in gpu_id)
-        handle = _open_lock_file(lock_dir / f"gpu{safe}.lock")
+        lock = FileLock(
+            lock_dir / f"gpu{safe}.lock",
+            mode=0o666,
+            thread_local=False,
+            fallback_to_soft=False,
+            preserve_lock_file=True,
+            on_acquired=_write_pid,
+        )
         try:
-            # flock (not lockf): two opens conflict even inside one process, and the lock
-            # goes with the process when it dies.
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
+            lock.acquire(blocking=False)
+        except Timeout:
             continue
-        if handle.writable():  # who holds it, for people looking at the folder
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-        return gpu_id, handle
+        except PermissionError as error:
+            raise PermissionError(
+                f"cannot lock {lock.lock_file}: another user made it private; make it "
+                f"writable by all (chmod 666) or set {LOCK_DIR_ENV} to another folder"
+            ) from error
+        return gpu_id, lock
     return None

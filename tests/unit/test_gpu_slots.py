@@ -96,3 +96,25 @@ def test_one_lock_folder_per_machine_shared_by_every_user(
     folder = tmp_path / "shared" / "locks"
     assert folder.stat().st_mode & 0o7777 == 0o1777  # sticky and writable by all, like /tmp
     assert (folder / "gpu0.lock").stat().st_mode & 0o777 == 0o666
+
+
+def test_lock_file_names_its_holder(tmp_path: Path) -> None:
+    import os
+
+    with claim_gpu(tmp_path, gpu_ids=["0"], environ={}):
+        assert (tmp_path / "gpu0.lock").read_text() == f"{os.getpid()}\n"
+
+
+def test_a_lock_file_that_cannot_be_opened_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another user's private lock file (as root here, simulated): a clear error, not a hang.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("filelock.FileLock.acquire", refuse)
+    with (
+        pytest.raises(PermissionError, match="chmod 666"),
+        claim_gpu(tmp_path, gpu_ids=["0"], environ={}),
+    ):
+        pass
