@@ -10,6 +10,7 @@ settings); docs/architecture.md describes the layers and where defaults live.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -254,11 +255,71 @@ class MedNeXtConfig(Frozen):
         return 2 ** len(self.blocks_down)
 
 
+class DynUNetConfig(Frozen):
+    """MONAI DynUNet (the nnU-Net network): one level per filter entry, kernel 3."""
+
+    model_type: Literal["DynUNet"] = "DynUNet"
+    filters: list[int] = Field(
+        default=[32, 64, 128, 256], min_length=2, description="feature maps per level"
+    )
+    strides: list[int] = Field(
+        default=[1, 2, 2, 2],
+        min_length=2,
+        description="stride of each level (one per filter; the first is usually 1)",
+    )
+    res_block: bool = Field(default=True, description="residual blocks instead of plain ones")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout probability")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> DynUNetConfig:
+        if len(self.strides) != len(self.filters):
+            raise ValueError(
+                f"DynUNet needs one stride per filter entry: got {len(self.filters)} filters "
+                f"{self.filters} and {len(self.strides)} strides {self.strides}"
+            )
+        return self
+
+    def downsampling_factor(self) -> int:
+        """Product of the strides: the patch size must be a multiple of it."""
+        return math.prod(self.strides)
+
+
+class SwinUNETRConfig(Frozen):
+    """MONAI SwinUNETR (Swin transformer encoder, convolutional decoder; 4 stages)."""
+
+    model_type: Literal["SwinUNETR"] = "SwinUNETR"
+    feature_size: int = Field(
+        default=24, ge=12, multiple_of=12, description="embedding size (a multiple of 12)"
+    )
+    depths: list[int] = Field(
+        default=[2, 2, 2, 2], min_length=4, max_length=4, description="Swin blocks per stage"
+    )
+    window_size: int = Field(default=7, ge=2, description="attention window edge (tokens)")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout probability")
+    use_v2: bool = Field(default=False, description="SwinUNETR-v2 (residual conv per stage)")
+
+    def downsampling_factor(self) -> int:
+        """Patch embedding 2 and four 2× merges: crops must be multiples of 32."""
+        return 32
+
+
 ModelArchitecture = Annotated[
-    UnetConfig | AttentionUnetConfig | SegResNetConfig | MedNeXtConfig,
+    UnetConfig
+    | AttentionUnetConfig
+    | SegResNetConfig
+    | MedNeXtConfig
+    | DynUNetConfig
+    | SwinUNETRConfig,
     Field(discriminator="model_type"),
 ]
-MODEL_TYPES: tuple[str, ...] = ("Unet", "AttentionUnet", "SegResNet", "MedNeXt")
+MODEL_TYPES: tuple[str, ...] = (
+    "Unet",
+    "AttentionUnet",
+    "SegResNet",
+    "MedNeXt",
+    "DynUNet",
+    "SwinUNETR",
+)
 
 
 def canonical_model_type(name: str) -> str:
@@ -461,7 +522,9 @@ class ImportConfig(Frozen):
 class SearchConfig(Frozen):
     """Model exploration: Optuna study settings."""
 
-    model_type: Literal["Unet", "AttentionUnet", "SegResNet", "MedNeXt"] = "Unet"
+    model_type: Literal["Unet", "AttentionUnet", "SegResNet", "MedNeXt", "DynUNet", "SwinUNETR"] = (
+        "Unet"
+    )
     num_trials: int = Field(default=100, ge=1)
     random_seed: int = 42
     study_name: str = "model-search"

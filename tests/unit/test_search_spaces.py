@@ -45,6 +45,14 @@ FAMILY = {
     "AttentionUnet": {"num_layers": 4, "hidden_layers": 2, "base_channel": 8, "dropout": 0.0},
     "SegResNet": {"init_filters": 8, "blocks_down": "1-2-2", "dropout": 0.2},
     "MedNeXt": {"init_filters": 8, "expansion_ratio": 2, "kernel_size": 3, "depth": "deep"},
+    "DynUNet": {"num_layers": 4, "base_filters": 16, "res_block": True, "dropout": 0.1},
+    "SwinUNETR": {
+        "feature_size": 12,
+        "depths": "2-2-6-2",
+        "window_size": 4,
+        "use_v2": True,
+        "dropout": 0.1,
+    },
 }
 CLASSES = [ClassInfo(name="ribosome", label=1, radius_angstrom=150.0)]
 
@@ -209,3 +217,26 @@ def test_table_documents_every_parameter() -> None:
             assert f"`{param.name}`" in table
     assert "0.0001 … 0.003, log" in table
     assert "{48, 64, 80, 96, 128, 160}" in table
+
+
+def test_new_families_draw_the_published_architectures() -> None:
+    dynunet, training = suggest(
+        fixed("DynUNet", num_layers=5, base_filters=32), "dynunet", BASE, None
+    )
+    assert dynunet.filters == [32, 64, 128, 256, 320]
+    assert dynunet.strides == [1, 2, 2, 2, 2] and training.dim_in == 48
+    swin, training = suggest(fixed("SwinUNETR"), "swinunetr", BASE, None)
+    assert (swin.feature_size, swin.depths, swin.window_size, swin.use_v2) == (
+        12,
+        [2, 2, 6, 2],
+        4,
+        True,
+    )
+    assert training.dim_in == 64  # 48 rounded up to SwinUNETR's multiple of 32
+
+
+def test_swin_unetr_crops_are_at_least_64() -> None:
+    trial = fixed("SwinUNETR", dim_in=32)
+    _, training = suggest(trial, "SwinUNETR", BASE, None, overrides={"dim_in": 32})
+    assert training.dim_in == 64
+    assert trial.user_attrs["dim_in_adjusted"]["used"] == 64

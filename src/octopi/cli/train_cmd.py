@@ -198,7 +198,9 @@ _ARCH_KEYS = ("model_type", "channels", "strides", "res_units")
 
 
 def _architecture(values: dict) -> Any:
-    from octopi.config import MedNeXtConfig, SegResNetConfig
+    from pydantic import TypeAdapter
+
+    from octopi.config import ModelArchitecture
 
     model_type = canonical_model_type(values["model_type"] or "Unet")
     unet_values = {"channels": values["channels"], "strides": values["strides"]}
@@ -213,7 +215,7 @@ def _architecture(values: dict) -> Any:
         raise click.UsageError(
             f"{', '.join(given)} apply to Unet and AttentionUnet only, not {model_type}"
         )
-    return SegResNetConfig() if model_type == "SegResNet" else MedNeXtConfig()
+    return TypeAdapter(ModelArchitecture).validate_python({"model_type": model_type})
 
 
 def _training_config(values: dict) -> TrainingConfig:

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 
 from octopi.config import (
     AttentionUnetConfig,
+    DynUNetConfig,
     MedNeXtConfig,
+    ModelArchitecture,
     SegResNetConfig,
+    SwinUNETRConfig,
     UnetConfig,
 )
 from octopi.errors import InputError
@@ -80,22 +83,70 @@ def _mednext(arch: MedNeXtConfig, out_channels: int) -> torch.nn.Module:
     )
 
 
+def _dynunet(arch: DynUNetConfig, out_channels: int) -> torch.nn.Module:
+    from monai.networks.nets import DynUNet
+
+    return DynUNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=out_channels,
+        kernel_size=[3] * len(arch.strides),
+        strides=arch.strides,
+        upsample_kernel_size=arch.strides[1:],
+        filters=arch.filters,
+        dropout=arch.dropout or None,
+        res_block=arch.res_block,
+    )
+
+
+def _swin_unetr(arch: SwinUNETRConfig, out_channels: int) -> torch.nn.Module:
+    from monai.networks.nets import SwinUNETR
+
+    return SwinUNETR(
+        in_channels=1,
+        out_channels=out_channels,
+        depths=tuple(arch.depths),
+        window_size=arch.window_size,
+        feature_size=arch.feature_size,
+        drop_rate=arch.dropout,
+        use_v2=arch.use_v2,
+        spatial_dims=3,
+    )
+
+
 BUILDERS: dict[str, Callable] = {
     "Unet": _unet,
     "AttentionUnet": _attention_unet,
     "SegResNet": _segresnet,
     "MedNeXt": _mednext,
+    "DynUNet": _dynunet,
+    "SwinUNETR": _swin_unetr,
 }
 
 
+def minimum_dim_in(architecture: ModelArchitecture) -> int:
+    """The smallest crop edge (voxels) the network trains on: 16, a multiple of its
+    downsampling; SwinUNETR's instance norms need a bottleneck of 2³ voxels or more (64)."""
+    factor = architecture.downsampling_factor()
+    if architecture.model_type == "SwinUNETR":
+        return 2 * factor
+    return max(16, factor)
+
+
 def check_patch_size(card: ModelCard, dim_in: int | None = None) -> None:
-    """Raise ``InputError`` unless the patch edge is a multiple of the network's downsampling."""
+    """Raise ``InputError`` unless the patch edge is a multiple of the network's downsampling
+    (and, for SwinUNETR, at least :func:`minimum_dim_in`)."""
     edge = card.dim_in if dim_in is None else dim_in
     factor = card.architecture.downsampling_factor()
     if edge % factor:
         raise InputError(
             f"--dim-in {edge} is not divisible by {factor}, the {card.architecture.model_type}'s "
             f"total downsampling (product of the strides); use a multiple of {factor}"
+        )
+    if card.architecture.model_type == "SwinUNETR" and edge < minimum_dim_in(card.architecture):
+        raise InputError(
+            f"--dim-in {edge} is too small for SwinUNETR: its bottleneck would be one voxel; "
+            f"use {minimum_dim_in(card.architecture)} or more"
         )
 
 

@@ -1,4 +1,4 @@
-"""Optuna search spaces of the four model families: what model exploration samples.
+"""Optuna search spaces of the six model families: what model exploration samples.
 
 :data:`SEARCH_SPACE` is the one table of searched parameters (the docs print it with
 :func:`search_space_table`). :func:`octopi.models.trial_sampling.suggest` draws one trial's
@@ -120,6 +120,19 @@ SEARCH_SPACE: dict[str, tuple[Param, ...]] = {
         Param("kernel_size", "categorical", choices=(3, 5)),
         Param("depth", "categorical", choices=("shallow", "deep"), help="3 or 4 levels"),
     ),
+    "DynUNet": (
+        Param("num_layers", "int", 4, 5, help="levels; stride 1 at the first, 2 after"),
+        Param("base_filters", "categorical", choices=(16, 32), help="x2 per level, at most 320"),
+        Param("res_block", "categorical", choices=(True, False), help="residual blocks"),
+        _DROPOUT,
+    ),
+    "SwinUNETR": (
+        Param("feature_size", "categorical", choices=(12, 24, 36, 48), help="a multiple of 12"),
+        Param("depths", "categorical", choices=("2-2-2-2", "2-2-6-2"), help="blocks per stage"),
+        Param("window_size", "categorical", choices=(4, 7), help="attention window (tokens)"),
+        Param("use_v2", "categorical", choices=(False, True), help="SwinUNETR-v2"),
+        _DROPOUT,
+    ),
 }
 """What model exploration samples: ``"all"`` for every family, then each family's own."""
 
@@ -208,7 +221,9 @@ def search_space_table(model_types: tuple[str, ...] | None = None) -> str:
     lines.append("")
     lines.append(
         "U-Net channels are `base_channel × 2^i` for `num_layers` levels (strides 2) plus "
-        "`hidden_layers` bottom layers (stride 1); everything else comes from the study's "
+        "`hidden_layers` bottom layers (stride 1); DynUNet filters are `base_filters × 2^i` "
+        "(at most 320); SwinUNETR crops are multiples of 32 and at least 64; everything else "
+        "comes from the study's "
         f"`training` config. Batches are lowered to fit {MEMORY_FRACTION:.0%} of the device "
         "memory (see `estimate_training_bytes`)."
     )

@@ -33,10 +33,19 @@ DEFAULT_OUT_CHANNELS = 7
 #   AttentionUnet  ch 16,32,64,64 strides 2,2,1                  64³×1        1121.1       1121.1
 #   SegResNet      16 filters, blocks 1,2,2,4                    64³×1        1104.7       1104.7
 #   MedNeXt        16 filters, blocks 2,2,2,2, expansion 2       64³×1        3624.5       3624.5
+#   DynUNet        filters 32,64,128,256 strides 1,2,2,2 res    64³×1        1976.2       1976.2
+#   DynUNet        filters 16..256 (5 levels), plain blocks      64³×1        969.2        969.2
+#   SwinUNETR      feature 24, depths 2,2,2,2, window 7          64³×1        4568.2       4568.2
+#   SwinUNETR      feature 12, depths 2,2,6,2, window 4          64³×1        1347.8       1347.8
 # Bytes per voxel are flat in crop size (Unet default: 427 at 32³×2, 375 at 64³, 358 at
 # 160³×48) and linear in batch, so one trace at batch 1 gives every batch size. A
 # channels-per-voxel formula fitted to 25 random architectures per family was off by up to
 # 34 % for the U-Net; the trace is exact for any architecture, hence its use.
+
+
+_BUILT_ON_CPU = frozenset({"SwinUNETR"})
+"""Families whose constructor reads tensor values (``Tensor.item()``), which the meta device
+cannot: built on the CPU (about a second) and moved to the meta device for the trace."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -50,8 +59,11 @@ def _saved_bytes_per_sample(
     from octopi.models.registry import BUILDERS
 
     architecture = TypeAdapter(ModelArchitecture).validate_json(architecture_json)
+    if architecture.model_type in _BUILT_ON_CPU:
+        model = BUILDERS[architecture.model_type](architecture, out_channels).to("meta")
     with torch.device("meta"):
-        model = BUILDERS[architecture.model_type](architecture, out_channels)
+        if architecture.model_type not in _BUILT_ON_CPU:
+            model = BUILDERS[architecture.model_type](architecture, out_channels)
         image = torch.empty(1, 1, dim_in, dim_in, dim_in)
     saved: dict[int, int] = {}
 

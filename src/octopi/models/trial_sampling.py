@@ -18,15 +18,18 @@ from typing import Any
 from octopi.config import (
     AttentionUnetConfig,
     AugmentationConfig,
+    DynUNetConfig,
     LossConfig,
     MedNeXtConfig,
     ModelArchitecture,
     SegResNetConfig,
+    SwinUNETRConfig,
     TrainingConfig,
     UnetConfig,
     WorkflowConfig,
     canonical_model_type,
 )
+from octopi.models.registry import minimum_dim_in
 from octopi.models.search_spaces import FOCAL_LOSSES, TVERSKY_LOSSES, Param, parse_overrides
 from octopi.models.training_memory import (
     DEFAULT_OUT_CHANNELS,
@@ -90,11 +93,33 @@ def _mednext(draw: Draw) -> MedNeXtConfig:
     )
 
 
+def _dynunet(draw: Draw) -> DynUNetConfig:
+    levels, base = draw("num_layers"), draw("base_filters")
+    return DynUNetConfig(
+        filters=[min(base * 2**i, 320) for i in range(levels)],
+        strides=[1] + [2] * (levels - 1),
+        res_block=draw("res_block"),
+        dropout=draw("dropout"),
+    )
+
+
+def _swin_unetr(draw: Draw) -> SwinUNETRConfig:
+    return SwinUNETRConfig(
+        feature_size=draw("feature_size"),
+        depths=[int(n) for n in str(draw("depths")).split("-")],
+        window_size=draw("window_size"),
+        use_v2=draw("use_v2"),
+        dropout=draw("dropout"),
+    )
+
+
 _ARCHITECTURES: dict[str, Callable[[Draw], ModelArchitecture]] = {
     "Unet": _unet,
     "AttentionUnet": _attention_unet,
     "SegResNet": _segresnet,
     "MedNeXt": _mednext,
+    "DynUNet": _dynunet,
+    "SwinUNETR": _swin_unetr,
 }
 
 
@@ -149,7 +174,7 @@ def suggest(
     architecture = _ARCHITECTURES[model_type](draw)
     factor = architecture.downsampling_factor()
     drawn_dim = int(draw("dim_in"))
-    dim_in = max(16, math.ceil(drawn_dim / factor) * factor)
+    dim_in = max(minimum_dim_in(architecture), math.ceil(drawn_dim / factor) * factor)
     if dim_in != drawn_dim:
         trial.set_user_attr(
             "dim_in_adjusted",
