@@ -28,10 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Windows
-    fcntl = None  # type: ignore[assignment]
+from octopi.io_utils import HAS_POSIX_LOCKS, posix_lock
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +68,15 @@ def retry(call: Callable[[], T], what: str, attempts: int = 8, first_wait_s: flo
 @contextlib.contextmanager
 def sqlite_init_lock(uri: str, timeout_s: float = 600.0) -> Iterator[None]:
     """Hold an exclusive POSIX lock on ``<database>.lock`` (SQLite URIs only)."""
-    if not uri.startswith("sqlite:///") or fcntl is None:
+    if not uri.startswith("sqlite:///") or not HAS_POSIX_LOCKS:
         yield
         return
     database = Path(uri.removeprefix("sqlite:///"))
-    lock_path = database.with_name(database.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + timeout_s
-    with open(lock_path, "a") as handle:
-        while True:
-            try:
-                # lockf (POSIX record locks) also works on NFS, unlike flock on some systems.
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"waited {timeout_s:g} s for {lock_path}, held by another process "
-                        "setting up the MLflow store; delete it if no octopi job is running"
-                    ) from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
+    holder = "another process setting up the MLflow store; delete it if no octopi job is running"
+    with posix_lock(
+        database.with_name(database.name + ".lock"), timeout_s=timeout_s, holder=holder
+    ):
+        yield
 
 
 def unreachable(error: BaseException) -> bool:

@@ -37,7 +37,7 @@ from octopi import tracking
 from octopi.config import WorkflowConfig
 from octopi.data.split import RunSplit
 from octopi.errors import InputError
-from octopi.io_utils import atomic_write_json
+from octopi.io_utils import LockHeldError, atomic_write_json, posix_lock
 from octopi.models.search_spaces import load_overrides
 from octopi.search.slot_results import (
     ERROR_NAME,
@@ -48,12 +48,7 @@ from octopi.search.slot_results import (
     placement,
     record_failure,
 )
-from octopi.search.storage import (
-    LockHeldError,
-    file_lock,
-    open_study,
-    study_parent_run,
-)
+from octopi.search.storage import open_study, study_parent_run
 from octopi.search.tracking_sync import sync_trial_run, trial_run_tags
 from octopi.search.trial_configs import configs_for_trial
 
@@ -106,7 +101,7 @@ def run_trial_slot(
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         try:
-            stack.enter_context(file_lock(folder / ".lock", blocking=False))
+            stack.enter_context(posix_lock(folder / ".lock", blocking=False))
         except LockHeldError as error:
             raise SlotBusyError(
                 f"slot {slot} of {study_dir} is being run by another process (lock on "

@@ -11,13 +11,10 @@ and a process that brings other ones is refused.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,7 @@ import optuna
 from octopi import __version__, tracking
 from octopi.config import SearchConfig, TrainingConfig
 from octopi.errors import InputError, MissingInputError
-from octopi.io_utils import atomic_write_json
+from octopi.io_utils import atomic_write_json, posix_lock
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +36,6 @@ IDENTITY_ATTRS = ("model_type", "metric", "search_space_overrides")
 
 class StudyMismatchError(InputError):
     """The study folder holds a study made with another model type, metric or search space."""
-
-
-class LockHeldError(RuntimeError):
-    """A non-blocking :func:`file_lock` found the lock held by another process."""
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, blocking: bool = True) -> Iterator[None]:
-    """Hold an exclusive POSIX lock (``fcntl.lockf``) on ``path`` for the block.
-
-    POSIX record locks go through the NFS lock manager, unlike ``flock`` on older kernels;
-    the kernel drops the lock when the process dies, so a killed job never leaves it held.
-    ``blocking=False`` raises :class:`LockHeldError` at once when another process holds it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except OSError as error:
-            if blocking or error.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-            raise LockHeldError(f"{path} is locked by another process") from error
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def journal_storage(study_dir: str | Path) -> optuna.storages.JournalStorage:
@@ -146,7 +117,7 @@ def open_study(
     }
     # One process at a time creates the study and records its identity, so none sees a
     # study without identity attrs.
-    with file_lock(study_dir / STUDY_LOCK_NAME):
+    with posix_lock(study_dir / STUDY_LOCK_NAME):
         names = [s.study_name for s in storage.get_all_studies()]
         if names and search.study_name not in names:
             raise StudyMismatchError(
@@ -218,7 +189,7 @@ def study_parent_run(study_dir: Path, uri: str, experiment: str) -> str | None:
     if tracking.tracking_disabled(uri):
         return None
     path = study_dir / PARENT_RUN_NAME
-    with file_lock(study_dir / f".{PARENT_RUN_NAME}.lock"):
+    with posix_lock(study_dir / f".{PARENT_RUN_NAME}.lock"):
         records = json.loads(path.read_text()) if path.is_file() else {}
         try:
             run_id = tracking.find_run(uri, [records.get(uri), *records.values()])
