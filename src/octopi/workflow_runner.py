@@ -71,6 +71,15 @@ def load_study_config(path: str | Path) -> WorkflowConfig:
     return WorkflowConfig.model_validate(values)
 
 
+def missing_copick_configs(config: WorkflowConfig) -> list[Path]:
+    """The copick config files (``data.configs``, then ``create_targets.configs``) that are
+    not there, each once, in that order: the one check before a study plans or starts."""
+    sources = list(config.data.configs)
+    if config.create_targets is not None:
+        sources += list(config.create_targets.configs)
+    return list(dict.fromkeys(s.path for s in sources if not s.path.is_file()))
+
+
 def write_study_config(study_dir: str | Path, config: WorkflowConfig) -> bool:
     """Write ``study_dir/config.yaml`` unless it already holds ``config``; True if written."""
     path = Path(study_dir) / STUDY_CONFIG

@@ -172,3 +172,20 @@ def test_corrupt_optuna_journal_is_named_and_left_alone(tmp_path: Path, content:
         journal_storage(tmp_path)
     assert one_line(error, path).startswith(f"Optuna journal {path} is corrupt")
     assert path.read_bytes() == content
+
+
+def test_missing_copick_configs_are_listed_once_in_order(tmp_path: Path) -> None:
+    from octopi.config import DataConfig, WorkflowConfig
+    from octopi.workflow_runner import missing_copick_configs
+
+    present = tmp_path / "present.json"
+    present.write_text("{}")
+    gone, also_gone = tmp_path / "b.json", tmp_path / "a.json"
+    sources = [
+        {"path": str(gone), "session_name": "one"},
+        {"path": str(present), "session_name": "two"},
+        {"path": str(also_gone), "session_name": "three"},
+        {"path": str(gone), "session_name": "four"},
+    ]
+    config = WorkflowConfig(data=DataConfig(configs=sources))
+    assert missing_copick_configs(config) == [gone, also_gone]

@@ -15,10 +15,15 @@ from octopi.study_settings import (
     mutable_description,
     record_start,
 )
-from octopi.workflow_runner import PLANNED_CONFIG_ENV, load_study_config
+from octopi.workflow_runner import (
+    PLANNED_CONFIG_ENV,
+    STUDY_CONFIG,
+    load_study_config,
+    missing_copick_configs,
+)
 
-# The study directory is the working directory; the octopi commands read this file.
-STUDY_CONFIG = "config.yaml"
+# STUDY_CONFIG ("config.yaml"): the study directory is the working directory; the octopi
+# commands read this file.
 # What this run plans with: config.yaml, except in `octopi model-explore --dry-run`, which
 # plans with the config it would write without writing it (the jobs' params stay config.yaml,
 # so finished trials are not planned again for a changed param).
@@ -54,10 +59,7 @@ def _load_study():
         study = load_study_config(here)
     except ValidationError as error:
         raise WorkflowError(f"{here}: {validation_message(error)}")
-    sources = list(study.data.configs)
-    if study.create_targets is not None:
-        sources += list(study.create_targets.configs)
-    missing = sorted({str(s.path) for s in sources if not s.path.is_file()})
+    missing = sorted(str(path) for path in missing_copick_configs(study))
     if missing:
         raise WorkflowError(
             f"copick config(s) not found: {', '.join(missing)} (relative paths in "

@@ -82,15 +82,14 @@ def build_study_config(
 
 
 def _check_copick_configs(config: WorkflowConfig) -> None:
-    sources = list(config.data.configs)
-    if config.create_targets is not None:
-        sources += list(config.create_targets.configs)
-    for source in sources:
-        if not source.path.is_file():
-            raise click.ClickException(
-                f"copick config not found: {source.path}. Give the copick project's config "
-                "JSON with --config (as path or session_name,path)."
-            )
+    from octopi.workflow_runner import missing_copick_configs
+
+    missing = missing_copick_configs(config)
+    if missing:
+        raise click.ClickException(
+            f"copick config not found: {missing[0]}. Give the copick project's config "
+            "JSON with --config (as path or session_name,path)."
+        )
 
 
 def _plan_gpus(gpus: int | None, cluster: bool) -> tuple[int | None, dict[str, str] | None]:
