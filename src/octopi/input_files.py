@@ -23,6 +23,12 @@ from octopi.errors import InputError, MissingInputError, validation_problems
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def absolute_path(path: str | Path, base: str | Path | None = None) -> Path:
+    """``path`` (``~`` expanded) made absolute against ``base`` (default: the working folder),
+    symlinks resolved: the one rule for the copick config paths a study or a run records."""
+    return ((Path.cwd() if base is None else Path(base)) / Path(path).expanduser()).resolve()
+
+
 def check_file(path: str | Path, what: str) -> Path:
     """``path`` as a Path; :class:`MissingInputError` unless it is an existing file."""
     path = Path(path)

@@ -23,7 +23,7 @@ import yaml
 
 from octopi.config import WorkflowConfig
 from octopi.errors import MissingInputError
-from octopi.input_files import read_yaml_mapping
+from octopi.input_files import absolute_path, read_yaml_mapping
 from octopi.io_utils import atomic_write_yaml
 
 STUDY_CONFIG = "config.yaml"
@@ -67,7 +67,7 @@ def load_study_config(path: str | Path) -> WorkflowConfig:
             continue
         for source in section_values.get("configs") or []:
             if isinstance(source, dict) and isinstance(source.get("path"), str):
-                source["path"] = str((path.parent / Path(source["path"]).expanduser()).resolve())
+                source["path"] = str(absolute_path(source["path"], path.parent))
     return WorkflowConfig.model_validate(values)
 
 

@@ -189,3 +189,30 @@ def test_missing_copick_configs_are_listed_once_in_order(tmp_path: Path) -> None
     ]
     config = WorkflowConfig(data=DataConfig(configs=sources))
     assert missing_copick_configs(config) == [gone, also_gone]
+
+
+def test_copick_paths_are_made_absolute_by_one_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from octopi.config import DataConfig
+    from octopi.input_files import absolute_path
+    from octopi.training.plan import _absolute_paths
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert absolute_path("c.json") == tmp_path.resolve() / "c.json"
+    assert absolute_path("c.json", tmp_path / "study") == tmp_path.resolve() / "study" / "c.json"
+    assert absolute_path("~/c.json", tmp_path / "study") == tmp_path.resolve() / "home" / "c.json"
+    # `octopi train` expanded no '~' (it made <cwd>/~/c.json of it), unlike the study's paths.
+    data = _absolute_paths(
+        DataConfig(
+            configs=[
+                {"path": "~/c.json", "session_name": "a"},
+                {"path": "d.json", "session_name": "b"},
+            ]
+        )
+    )
+    assert [s.path for s in data.configs] == [
+        tmp_path.resolve() / "home" / "c.json",
+        tmp_path.resolve() / "d.json",
+    ]

@@ -21,6 +21,7 @@ from octopi.config import (
     WorkflowConfig,
     canonical_model_type,
 )
+from octopi.input_files import absolute_path
 
 DEFAULT_OUTPUT = "explore_results"
 
@@ -48,7 +49,7 @@ _FLAGS: dict[str, tuple[str, str, Any]] = {
 
 def _absolute_sources(sources: list[dict], base: Path) -> list[dict]:
     """Copick config paths made absolute against ``base`` (the study runs elsewhere)."""
-    return [{**s, "path": str((base / Path(s["path"]).expanduser()).resolve())} for s in sources]
+    return [{**s, "path": str(absolute_path(s["path"], base))} for s in sources]
 
 
 def _optional_config(command: click.Command) -> click.Command:
@@ -332,11 +333,12 @@ def model_explore(
     cluster_args = prepare_cluster_run(profile_arg, executor)  # before anything is written
     study_dir.mkdir(parents=True, exist_ok=True)
     runner.write_study_config(study_dir, config)
+    if resume:  # first: a killed head's jobs must not run on while the MLflow server starts
+        _recover(study_dir, executor)
     tracking = click.get_current_context().with_resource(tracking)  # stopped when we exit
     _print_monitoring(study_dir, config, tracking)
     env = tracking.environment(env)
     if resume:
-        _recover(study_dir, executor)
         runner.run_snakemake(runner.snakemake_args(study_dir, extra=["--unlock"]), env)
     args = runner.snakemake_args(study_dir, rerun_incomplete=resume, extra=cluster_args, **common)
     with study_heartbeat(study_dir, config, executor, profile_arg):

@@ -31,7 +31,7 @@ from octopi.config_diff import config_differences, listing
 from octopi.data.copick_io import CopickDataError, CopickProjects
 from octopi.data.split import RunSplit, discover_runs, split_runs
 from octopi.errors import InputError, OutputExistsError
-from octopi.input_files import read_yaml_mapping
+from octopi.input_files import absolute_path, read_yaml_mapping
 from octopi.models.model_card import ClassInfo, ModelCard
 from octopi.models.registry import build_model, check_patch_size, load_model
 from octopi.training.checkpoint import load_checkpoint
@@ -160,7 +160,7 @@ def _resolve(path: Path | None) -> Path | None:
 
 def _absolute_paths(data: DataConfig) -> DataConfig:
     """Config paths made absolute, so a rerun from another folder resumes the same run."""
-    sources = [s.model_copy(update={"path": Path(s.path).resolve()}) for s in data.configs]
+    sources = [s.model_copy(update={"path": absolute_path(s.path)}) for s in data.configs]
     return data.model_copy(update={"configs": sources})
 
 
