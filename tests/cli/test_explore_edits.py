@@ -94,3 +94,22 @@ def test_a_started_study_takes_more_trials_and_other_job_resources(
     assert result.exit_code == 0, result.output
     config = study_config(study)
     assert (config.search.num_trials, config.trial_resources.mem_mb) == (5, 64000)
+
+
+def test_resume_cancels_a_killed_heads_jobs_before_the_mlflow_server_starts(
+    snakemake_calls, copick_config: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The orphaned trial jobs of a killed head run on until they are cancelled: starting the
+    study's MLflow server (seconds) first let them finish in between (Slurm test of the
+    killed head)."""
+    from octopi.cli import explore_cmds
+    from octopi.study_tracking import StudyTracking
+
+    events: list[str] = []
+    monkeypatch.setattr(explore_cmds, "_recover", lambda *args: events.append("recover"))
+    monkeypatch.setattr(StudyTracking, "__enter__", lambda self: events.append("server") or self)
+    study = tmp_path / "s"
+    assert explore("--config", copick_config, "--output", study).exit_code == 0
+    events.clear()
+    assert explore("--output", study, "--resume").exit_code == 0
+    assert events == ["recover", "server"]

@@ -228,9 +228,9 @@ def test_a_cancelled_trial_job_is_retried_from_its_checkpoint(
 def test_a_killed_head_is_recovered_by_one_command(
     tmp_path: Path, tiny_project, slurm_profile: Path, slurm_run
 ) -> None:
-    # Kill while the running trial has >= 10 epochs left, so that it still runs when the
+    # Kill while the running trial has >= 18 epochs left, so that it still runs when the
     # recovery looks for it (with fewer, a quiet machine finished it in between).
-    epochs = 12
+    epochs = 20
     study = _study(tmp_path, tiny_project, num_trials=3, num_epochs=epochs, retries=0)
     log = tmp_path / "first-run.log"
     head = slurm_run.start(_explore(study, slurm_profile), log)
