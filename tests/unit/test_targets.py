@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from octopi.config import PickSpec, TargetsConfig, TargetSpec
-from octopi.data.copick_io import CopickDataError, CopickProjects
+from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject
 from octopi.data.targets import LabelledCentres, create_targets, render_label_volume
 
 # --------------------------------------------------------------------------- render_label_volume
@@ -186,3 +186,32 @@ def test_nothing_is_written_when_validation_fails(tiny_project_copy) -> None:
     assert [ref.key for ref in projects.runs()] == [*tiny_project_copy.run_names, "TS_9"]
     for ref in projects.runs():
         assert not projects.has_segmentation(ref, 20.0, target), ref.key
+
+
+class _Objects:
+    """A stand-in for CopickProjects: only its particle objects."""
+
+    def __init__(self, *objects: ParticleObject) -> None:
+        self._objects = list(objects)
+
+    def objects(self) -> list[ParticleObject]:
+        return self._objects
+
+
+def test_one_object_selection_for_create_targets_localize_and_evaluate() -> None:
+    from octopi.data.targets import select_objects
+    from octopi.inference import stages
+
+    apo, ribo = ParticleObject("apo", 1, 60.0), ParticleObject("ribo", 2, 0.0)
+    projects = _Objects(apo, ribo)
+    assert select_objects(projects, ["apo"]) == [apo]
+    with pytest.raises(CopickDataError, match="unknown object.*nope.*defines: apo, ribo"):
+        select_objects(projects, ["nope"])
+    # create-targets now gives the same fix as localize: set the radius or leave it out.
+    with pytest.raises(CopickDataError, match="ribo have no radius.*leave them out with --objects"):
+        select_objects(projects, None)
+    assert select_objects(_Objects(), None) == []
+    with pytest.raises(CopickDataError, match="defines no particle objects"):
+        stages.select_objects(_Objects(), None)
+    with pytest.raises(CopickDataError, match="defines: none"):
+        stages.select_objects(_Objects(), ["apo"])

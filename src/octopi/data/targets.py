@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from octopi.config import TargetsConfig
-from octopi.data.copick_io import CopickDataError, CopickProjects
+from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject
 from octopi.errors import InputError
 
 
@@ -57,6 +57,28 @@ def render_label_volume(shape_zyx: Sequence[int], objects: Sequence[LabelledCent
     return labels
 
 
+def select_objects(projects: CopickProjects, names: Sequence[str] | None) -> list[ParticleObject]:
+    """The project's particle objects (all, or those named, in that order), each with a radius;
+    the one object selection of create-targets, localize and evaluate."""
+    objects = projects.objects()
+    if names is not None:
+        known = {obj.name: obj for obj in objects}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            raise CopickDataError(
+                f"unknown object(s) {', '.join(unknown)}; the project defines: "
+                f"{', '.join(sorted(known)) or 'none'}"
+            )
+        objects = [known[name] for name in names]
+    without_radius = [obj.name for obj in objects if obj.radius_angstrom <= 0]
+    if without_radius:
+        raise CopickDataError(
+            f"object(s) {', '.join(without_radius)} have no radius in the copick config; "
+            "set 'radius' (Å) for them or leave them out with --objects"
+        )
+    return objects
+
+
 def create_targets(config: TargetsConfig, show_progress: bool = True) -> dict[str, dict[str, int]]:
     """Render the picks of every selected run into the target segmentation ``config.target``.
 
@@ -66,19 +88,7 @@ def create_targets(config: TargetsConfig, show_progress: bool = True) -> dict[st
     from tqdm import tqdm
 
     projects = CopickProjects(config.configs)
-    objects = projects.objects()
-    if config.objects is not None:
-        known = {obj.name: obj for obj in objects}
-        unknown = [name for name in config.objects if name not in known]
-        if unknown:
-            raise CopickDataError(
-                f"unknown object(s) {', '.join(unknown)}; the project defines: "
-                f"{', '.join(sorted(known))}"
-            )
-        objects = [known[name] for name in config.objects]
-    if any(obj.radius_angstrom <= 0 for obj in objects):
-        bad = [obj.name for obj in objects if obj.radius_angstrom <= 0]
-        raise CopickDataError(f"object(s) {', '.join(bad)} have no radius in the copick config")
+    objects = select_objects(projects, config.objects)
     refs = (
         [projects.resolve(key) for key in config.run_ids]
         if config.run_ids is not None

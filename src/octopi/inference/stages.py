@@ -24,6 +24,7 @@ from octopi.config import (
     PickSpec,
     TargetSpec,
 )
+from octopi.data import targets
 from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject, RunRef
 from octopi.errors import InputError
 
@@ -222,25 +223,10 @@ def _segment_run(segmenter: _Segmenter, where: _SegmentTarget, ref: RunRef) -> S
 
 
 def select_objects(projects: CopickProjects, names: Sequence[str] | None) -> list[ParticleObject]:
-    """Particle objects of the project (all, or those named), each with a radius."""
-    objects = projects.objects()
-    if names is not None:
-        known = {obj.name: obj for obj in objects}
-        unknown = [name for name in names if name not in known]
-        if unknown:
-            raise CopickDataError(
-                f"unknown object(s) {', '.join(unknown)}; the project defines: "
-                f"{', '.join(sorted(known)) or 'none'}"
-            )
-        objects = [known[name] for name in names]
+    """Particle objects of the project (all, or those named), each with a radius; at least one."""
+    objects = targets.select_objects(projects, names)
     if not objects:
         raise CopickDataError("the copick project defines no particle objects")
-    without_radius = [obj.name for obj in objects if obj.radius_angstrom <= 0]
-    if without_radius:
-        raise CopickDataError(
-            f"object(s) {', '.join(without_radius)} have no radius in the copick config; "
-            "set 'radius' (Å) for them or leave them out with --objects"
-        )
     return objects
 
 
