@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from octopi.class_match import class_labels
 from octopi.errors import InputError
 from octopi.models.model_card import ModelCard
 
@@ -54,9 +55,9 @@ def load_ensemble(
 def check_cards_agree(cards: Sequence[ModelCard], paths: Sequence[str | Path]) -> None:
     """Raise ``InputError`` unless all cards share classes (name, label) and voxel size."""
     first, first_path = cards[0], paths[0]
-    first_classes = sorted((c.name, c.label) for c in first.classes)
+    first_classes = class_labels(first.classes)
     for card, path in zip(cards[1:], paths[1:], strict=True):
-        classes = sorted((c.name, c.label) for c in card.classes)
+        classes = class_labels(card.classes)
         if classes != first_classes:
             raise InputError(
                 f"ensemble members disagree on classes: {first_path} has {first_classes}, "

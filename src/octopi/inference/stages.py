@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from octopi.class_match import unmatched_classes
 from octopi.config import (
     DEFAULT_PREDICTED_PICKS,
     DEFAULT_SEGMENTATION_TARGET,
@@ -73,7 +74,7 @@ class SegmentSummary:
 def check_classes_in_project(card: ModelCard, objects: Sequence[ParticleObject]) -> None:
     """Raise unless every class of the card is a project object with the same label."""
     project = {obj.name: obj.label for obj in objects}
-    wrong = [f"{c.name} (label {c.label})" for c in card.classes if project.get(c.name) != c.label]
+    wrong = [f"{c.name} (label {c.label})" for c in unmatched_classes(card.classes, objects)]
     if wrong:
         raise CopickDataError(
             f"model classes {', '.join(wrong)} are not objects of the copick project with the "

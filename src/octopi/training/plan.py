@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from octopi.class_match import class_labels
 from octopi.config import (
     DataConfig,
     EvaluationConfig,
@@ -205,8 +206,7 @@ def check_fine_tuning(
     init_card: ModelCard, classes: list[ClassInfo], voxel_size_angstrom: float, dim_in: int
 ) -> None:
     """Raise ``InputError`` unless a model of ``init_card`` can be fine-tuned on this data."""
-    theirs = sorted((c.name, c.label) for c in init_card.classes)
-    ours = sorted((c.name, c.label) for c in classes)
+    theirs, ours = class_labels(init_card.classes), class_labels(classes)
     if theirs != ours:
         raise InputError(
             f"--model-config classes {theirs} differ from the copick project's particle "
