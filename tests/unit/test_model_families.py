@@ -110,3 +110,17 @@ def test_crops_the_network_cannot_take_are_refused(
 ) -> None:
     with pytest.raises(InputError, match=message):
         check_patch_size(card(architecture, dim_in))
+
+
+@pytest.mark.parametrize("model_type", ["dynunet", "SwinUNETR"])
+def test_train_builds_the_family_defaults(model_type: str) -> None:
+    from octopi.cli.train_cmd import _architecture
+
+    none = {"channels": None, "strides": None, "res_units": None}
+    architecture = _architecture({"model_type": model_type, **none})
+    assert (
+        architecture
+        == {"DynUNet": DynUNetConfig(), "SwinUNETR": SwinUNETRConfig()}[
+            canonical_model_type(model_type)
+        ]
+    )
