@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from octopi.io_utils import HAS_POSIX_LOCKS, posix_lock
+from octopi.locks import HAS_POSIX_LOCKS, posix_lock
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The one lockf lock (io_utils.posix_lock) behind slot locks, study records and the MLflow
+"""The one lockf lock (locks.posix_lock) behind slot locks, study records and the MLflow
 SQLite set-up lock."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from octopi.io_utils import LockHeldError, posix_lock
+from octopi.locks import LockHeldError, posix_lock
 from octopi.tracking_calls import sqlite_init_lock
 
 

@@ -37,7 +37,8 @@ from octopi import tracking
 from octopi.config import WorkflowConfig
 from octopi.data.split import RunSplit
 from octopi.errors import InputError
-from octopi.io_utils import LockHeldError, atomic_write_json, posix_lock
+from octopi.io_utils import atomic_write_json
+from octopi.locks import LockHeldError, posix_lock
 from octopi.models.search_spaces import load_overrides
 from octopi.search.slot_results import (
     ERROR_NAME,

@@ -23,7 +23,8 @@ import optuna
 from octopi import __version__, tracking
 from octopi.config import SearchConfig, TrainingConfig
 from octopi.errors import InputError, MissingInputError
-from octopi.io_utils import atomic_write_json, posix_lock
+from octopi.io_utils import atomic_write_json
+from octopi.locks import posix_lock
 
 log = logging.getLogger(__name__)
 
