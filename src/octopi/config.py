@@ -447,9 +447,12 @@ class LocalizeConfig(Frozen):
 
     method: Literal["peaks", "components"] = "peaks"
     source: Literal["auto", "probabilities", "labels"] = Field(
-        default="auto",
+        default="labels",
         description="probabilities: threshold the class probabilities segment wrote; labels: "
-        "the argmax labels (thresholds do not apply); auto: probabilities if segment wrote them",
+        "the argmax labels (thresholds do not apply); auto: probabilities if segment wrote "
+        "them. Default labels: a fixed threshold is worse than the argmax for a weakly "
+        "trained model until thresholds are calibrated per class (octopi localize --threshold "
+        "or --class-thresholds switch to probabilities)",
     )
     score_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
     min_size_fraction: float = Field(default=0.05, ge=0.0)

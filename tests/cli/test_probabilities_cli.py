@@ -144,7 +144,9 @@ def localize_counts(project, tmp_path: Path, name: str, *extra: str) -> dict[str
 def test_threshold_flags_act_on_the_picks_end_to_end(tiny_project_copy, tmp_path):
     project = tiny_project_copy
     write_soft_oracle(project)
-    default = localize_counts(project, tmp_path, "10")
+    default = localize_counts(project, tmp_path, "10", "--source", "probabilities")
+    localize_counts(project, tmp_path, "14")  # no flags: the argmax labels (the default)
+    assert "localized_from: labels" in (tmp_path / "14" / "localize_config.yaml").read_text()
     lowered = localize_counts(project, tmp_path, "11", "--threshold", "0.3")
     per_class = localize_counts(project, tmp_path, "12", "--class-thresholds", "apo-ferritin=0.3")
     strict = localize_counts(project, tmp_path, "13", "--threshold", "0.95")

@@ -24,7 +24,7 @@ from octopi.training.validation import Validator
 
 INFERENCE = InferenceConfig(amp="off")
 # A random network: no class covers a tenth of the volume only by luck, so no cap.
-LOCALIZE = LocalizeConfig(score_threshold=0.3, max_foreground_fraction=None)
+LOCALIZE = LocalizeConfig(source="auto", score_threshold=0.3, max_foreground_fraction=None)
 
 
 def peaky_model(project, seed: int = 0) -> tuple[ModelCard, torch.nn.Module]:
@@ -94,8 +94,11 @@ def test_validation_picks_equal_the_tools_picks(tiny_project_copy, tmp_path):
         (LOCALIZE, INFERENCE, (4, np.float16)),
         (LOCALIZE.model_copy(update={"source": "labels"}), INFERENCE, (3, np.uint8)),
         (LOCALIZE, INFERENCE.model_copy(update={"save_probabilities": False}), (3, np.uint8)),
+        # the default: argmax labels until thresholds are calibrated (a fixed 0.5 lost the
+        # demo's weak models most of their recall: test F4 0.39 from labels, 0.24 at 0.5)
+        (LocalizeConfig(max_foreground_fraction=None), INFERENCE, (3, np.uint8)),
     ],
-    ids=["probabilities", "source-labels", "segment-without-probabilities"],
+    ids=["probabilities", "source-labels", "segment-without-probabilities", "default-labels"],
 )
 def test_validation_localizes_what_the_tools_would(
     tiny_project, monkeypatch, localize, inference, expected
