@@ -428,7 +428,9 @@ class LocalizeConfig(Frozen):
     method: "peaks" splits touching particles at maxima of the distance transform (watershed);
         "components" gives one pick per connected component, at its centroid.
     source: what is localized: "probabilities" (those segment writes beside the labels),
-        "labels" (the argmax label volume), or "auto": probabilities where segment wrote them.
+        "labels" (the argmax label volume), or "auto": the probabilities with the per-class
+        thresholds and minimum sizes calibrated for the model (segment stores them with the
+        probabilities), where every run has them; else the labels.
     score_threshold: probability input only; voxels with p >= threshold are foreground.
     min_size_fraction / max_size_fraction: a region is kept only if its voxel count lies within
         [min, max] × the sphere volume of the particle radius (max None: no upper bound). Target
@@ -436,6 +438,10 @@ class LocalizeConfig(Frozen):
     min_separation_fraction: two picks of one class are at least this × radius apart; the lower
         scoring pick is dropped.
     per_class_threshold: class name → threshold, overriding score_threshold.
+    per_class_min_size_fraction: class name → min_size_fraction, overriding it for that class.
+    calibrate: after training, choose per class the threshold (of calibration_thresholds) and
+        minimum size (of calibration_min_size_fractions) that maximise the class's F-beta on
+        the validation runs, and store them in model_config.yaml (`octopi calibrate` redoes it).
     max_component_fraction: "peaks" only; a connected component larger than this × sphere volume
         is no particle (a membrane, or an untrained network's class-everywhere output) and is
         skipped, which also bounds the time spent on it. None: no limit.
@@ -447,18 +453,38 @@ class LocalizeConfig(Frozen):
 
     method: Literal["peaks", "components"] = "peaks"
     source: Literal["auto", "probabilities", "labels"] = Field(
-        default="labels",
-        description="probabilities: threshold the class probabilities segment wrote; labels: "
-        "the argmax labels (thresholds do not apply); auto: probabilities if segment wrote "
-        "them. Default labels: a fixed threshold is worse than the argmax for a weakly "
-        "trained model until thresholds are calibrated per class (octopi localize --threshold "
-        "or --class-thresholds switch to probabilities)",
+        default="auto",
+        description="auto: the class probabilities with the model's calibrated per-class "
+        "thresholds and minimum sizes, where segment stored both for every run, else the "
+        "argmax labels; probabilities: threshold the class probabilities with score_threshold "
+        "/ per_class_threshold (calibration ignored); labels: the argmax labels (thresholds do "
+        "not apply). A fixed threshold is worse than the argmax for a weakly trained model, a "
+        "calibrated one better (octopi localize --threshold or --class-thresholds switch to "
+        "probabilities)",
     )
     score_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
     min_size_fraction: float = Field(default=0.05, ge=0.0)
     max_size_fraction: float | None = Field(default=None, gt=0.0)
     min_separation_fraction: float = Field(default=0.8, ge=0.0)
     per_class_threshold: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
+    per_class_min_size_fraction: dict[str, Annotated[float, Field(ge=0.0)]] | None = Field(
+        default=None, description="class name → min_size_fraction of that class"
+    )
+    calibrate: bool = Field(
+        default=True,
+        description="after training, calibrate per-class thresholds and minimum sizes on the "
+        "validation runs (F-beta) and store them in model_config.yaml",
+    )
+    calibration_thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7],
+        min_length=1,
+        description="probability thresholds calibration chooses from",
+    )
+    calibration_min_size_fractions: list[Annotated[float, Field(ge=0.0)]] = Field(
+        default=[0.02, 0.05, 0.1, 0.2, 0.3],
+        min_length=1,
+        description="minimum region sizes (× sphere volume) calibration chooses from",
+    )
     max_component_fraction: float | None = Field(default=20.0, gt=0.0)
     max_foreground_fraction: float | None = Field(default=0.1, gt=0.0)
 

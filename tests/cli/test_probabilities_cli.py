@@ -101,9 +101,10 @@ def test_segment_without_probabilities_removes_older_ones(tiny_project_copy, tmp
     assert "from labels" in labels.output
 
 
-def write_soft_oracle(project) -> None:
+def write_soft_oracle(project, calibration: dict | None = None) -> None:
     """Probabilities made from the training targets: each class's ball blurred to its peak
-    (apo-ferritin 0.4, others 0.9), stored with a label segmentation ``soft,octopi,2``."""
+    (apo-ferritin 0.4, others 0.9), stored with a label segmentation ``soft,octopi,2`` (and
+    ``calibration``, as segment stores a calibrated model's)."""
     projects = CopickProjects([project.source])
     objects = projects.objects()
     channels = {"background": 0} | {o.name: o.label for o in objects}
@@ -117,7 +118,8 @@ def write_soft_oracle(project) -> None:
                 2 * blurred, 0, 1
             )
         probabilities[0] = 1.0 - probabilities[1:].sum(axis=0)
-        writer = projects.probability_writer(ref, voxel, SOFT, channels, (7, *labels.shape))
+        shape = (7, *labels.shape)
+        writer = projects.probability_writer(ref, voxel, SOFT, channels, shape, calibration)
         with writer:
             writer.write(0, probabilities.astype(np.float16))
             projects.write_segmentation(ref, voxel, SOFT, labels, probabilities=writer)
@@ -192,3 +194,31 @@ def test_threshold_errors(tiny_project, extra, message):
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_localize_uses_the_stored_calibration_by_default(tiny_project_copy, tmp_path):
+    """apo-ferritin peaks at 0.4: the fixed threshold 0.5 never picks it. A calibration
+    stored with the probabilities (threshold 0.3) makes the default pick it; --source labels
+    and explicit thresholds still decide."""
+    project = tiny_project_copy
+    calibration = {
+        "apo-ferritin": {"threshold": 0.3, "min_size_fraction": 0.05},
+        "ribosome": {"threshold": 0.95, "min_size_fraction": 0.05},
+    }
+    write_soft_oracle(project, calibration)
+    projects = CopickProjects([project.source])
+    ref = projects.resolve(project.run_names[0])
+    stored = projects.probability_calibration(ref, project.voxel_size_angstrom, SOFT)
+    assert stored == calibration
+    default = localize_counts(project, tmp_path, "20")
+    assert "localized_from: probabilities" in (tmp_path / "20" / "localize_config.yaml").read_text()
+    localize_counts(project, tmp_path, "21", "--source", "labels")
+    assert "localized_from: labels" in (tmp_path / "21" / "localize_config.yaml").read_text()
+    fixed = localize_counts(project, tmp_path, "22", "--source", "probabilities")
+    assert fixed["apo-ferritin"] == 0
+    assert default["apo-ferritin"] > 0
+    assert default["ribosome"] == 0 < fixed["ribosome"]  # the calibrated 0.95 acts
+    # Classes the calibration does not name keep the settings (0.5): as --source probabilities.
+    assert default["thyroglobulin"] == fixed["thyroglobulin"]
+    explicit = localize_counts(project, tmp_path, "23", "--class-thresholds", "ribosome=0.3")
+    assert explicit["ribosome"] > 0 and explicit["apo-ferritin"] == 0  # given thresholds decide

@@ -200,7 +200,7 @@ class _Objects:
 
 def test_one_object_selection_for_create_targets_localize_and_evaluate() -> None:
     from octopi.data.targets import select_objects
-    from octopi.inference import stages
+    from octopi.inference import localize_stages as stages
 
     apo, ribo = ParticleObject("apo", 1, 60.0), ParticleObject("ribo", 2, 0.0)
     projects = _Objects(apo, ribo)

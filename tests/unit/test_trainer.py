@@ -221,6 +221,49 @@ def test_a_finished_run_is_not_trained_again(trained: TrainResult, tiny_project)
     assert checkpoint.stat().st_mtime_ns == before
 
 
+def test_the_best_model_is_calibrated_on_the_validation_runs(trained: TrainResult) -> None:
+    card = ModelCard.load(trained.output_dir / "model_config.yaml")
+    calibration = card.calibration
+    assert calibration is not None
+    assert set(calibration.classes) == {c.name for c in card.classes}
+    assert calibration.run_ids == sorted(
+        json.loads((trained.output_dir / "result.json").read_text())["calibration"]["run_ids"]
+    )
+    grid = LocalizeConfig()
+    for chosen in calibration.classes.values():
+        assert chosen.threshold in grid.calibration_thresholds
+        assert chosen.min_size_fraction in grid.calibration_min_size_fractions
+        assert 0.0 <= chosen.fbeta_labels <= 1.0 and 0.0 <= chosen.fbeta <= 1.0
+    assert trained.calibration == calibration.model_dump(mode="json")
+    assert set(calibration.weighted_fbeta) == {"labels", "calibrated"}
+
+
+def test_a_run_stopped_before_calibration_is_calibrated_when_rerun(
+    trained: TrainResult, tiny_project, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(trained.output_dir, folder)
+    card = ModelCard.load(folder / "model_config.yaml")
+    card.model_copy(update={"calibration": None}).save(folder / "model_config.yaml")
+    (folder / "result.json").unlink()
+    again = train_model(tiny_data(tiny_project), tiny_training(), TINY_ARCH, folder, **SETTINGS)
+    assert again.resumed_from_epoch == 3
+    assert ModelCard.load(folder / "model_config.yaml").calibration == card.calibration
+    assert again.calibration == trained.calibration
+
+
+def test_calibration_can_be_turned_off(tiny_project, tmp_path: Path) -> None:
+    settings = SETTINGS | {"localize": LocalizeConfig(calibrate=False)}
+    result = train_model(
+        tiny_data(tiny_project), tiny_training(num_epochs=1), TINY_ARCH, tmp_path / "run",
+        tracking_uri="none", **settings,
+    )  # fmt: skip
+    assert result.calibration == {}
+    assert ModelCard.load(tmp_path / "run" / "model_config.yaml").calibration is None
+
+
 def test_other_settings_in_the_same_output_are_refused(trained: TrainResult, tiny_project) -> None:
     folder = trained.output_dir
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}

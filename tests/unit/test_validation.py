@@ -16,7 +16,8 @@ from octopi.config import (
     UnetConfig,
 )
 from octopi.data.copick_io import CopickProjects
-from octopi.inference.stages import localize_runs, segment_runs
+from octopi.inference.localize_stages import localize_runs
+from octopi.inference.stages import segment_runs
 from octopi.models.model_card import ClassInfo, ModelCard
 from octopi.models.registry import build_model
 from octopi.training import validation as validation_module
@@ -25,6 +26,7 @@ from octopi.training.validation import Validator
 INFERENCE = InferenceConfig(amp="off")
 # A random network: no class covers a tenth of the volume only by luck, so no cap.
 LOCALIZE = LocalizeConfig(source="auto", score_threshold=0.3, max_foreground_fraction=None)
+THRESHOLDS = LOCALIZE.model_copy(update={"per_class_threshold": {"ribosome": 0.3}})
 
 
 def peaky_model(project, seed: int = 0) -> tuple[ModelCard, torch.nn.Module]:
@@ -91,14 +93,24 @@ def test_validation_picks_equal_the_tools_picks(tiny_project_copy, tmp_path):
 @pytest.mark.parametrize(
     ("localize", "inference", "expected"),
     [
-        (LOCALIZE, INFERENCE, (4, np.float16)),
+        (LOCALIZE.model_copy(update={"source": "probabilities"}), INFERENCE, (4, np.float16)),
+        (THRESHOLDS, INFERENCE, (4, np.float16)),
         (LOCALIZE.model_copy(update={"source": "labels"}), INFERENCE, (3, np.uint8)),
         (LOCALIZE, INFERENCE.model_copy(update={"save_probabilities": False}), (3, np.uint8)),
-        # the default: argmax labels until thresholds are calibrated (a fixed 0.5 lost the
-        # demo's weak models most of their recall: test F4 0.39 from labels, 0.24 at 0.5)
+        # the default (auto): argmax labels until the model is calibrated, which happens after
+        # training (a fixed 0.5 lost the demo's weak models most of their recall: test F4 0.39
+        # from labels, 0.24 at 0.5)
+        (LOCALIZE, INFERENCE, (3, np.uint8)),
         (LocalizeConfig(max_foreground_fraction=None), INFERENCE, (3, np.uint8)),
     ],
-    ids=["probabilities", "source-labels", "segment-without-probabilities", "default-labels"],
+    ids=[
+        "probabilities",
+        "auto-with-class-thresholds",
+        "source-labels",
+        "segment-without-probabilities",
+        "auto-uncalibrated",
+        "default-labels",
+    ],
 )
 def test_validation_localizes_what_the_tools_would(
     tiny_project, monkeypatch, localize, inference, expected

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "segment": "octopi.cli.infer_cmds:segment",
     "localize": "octopi.cli.infer_cmds:localize",
     "evaluate": "octopi.cli.infer_cmds:evaluate",
+    "calibrate": "octopi.cli.calibrate_cmd:calibrate",
     "model-explore": "octopi.cli.explore_cmds:model_explore",
     "explore-trial": "octopi.cli.search_cmds:explore_trial",
     "select-best": "octopi.cli.search_cmds:select_best",

@@ -253,7 +253,7 @@ def localize(
     """Turn segmentations into particle picks (one pick set per object) in copick: voxels of
     a class are those whose class probability reaches its threshold, or (labels) its label."""
     from octopi.config import DEFAULT_PREDICTED_PICKS, DEFAULT_SEGMENTATION_TARGET
-    from octopi.inference.stages import plan_localize, run_localize
+    from octopi.inference.localize_stages import plan_localize, run_localize
     from octopi.io_utils import atomic_write_json
 
     settings = build(

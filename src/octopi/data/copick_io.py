@@ -11,53 +11,23 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from octopi.config import CopickSource, PickSpec, TargetSpec
 from octopi.data.copick_config import write_project_config as write_project_config
+from octopi.data.copick_types import CopickDataError, ParticleObject, RunRef
 from octopi.data.probability_store import (
     ProbabilityWriter,
+    probability_calibration,
     probability_channels,
     read_probability,
 )
-from octopi.errors import InputError
 from octopi.input_files import check_file, read_text_file
 
 # copick logs every missing overlay file at INFO; users do not need that.
 logging.getLogger("copick").setLevel(logging.WARNING)
-
-
-class CopickDataError(InputError):
-    """Requested data is not in the copick project(s); the message lists what is there."""
-
-
-@dataclass(frozen=True)
-class ParticleObject:
-    """A pickable object of a copick project."""
-
-    name: str
-    label: int
-    radius_angstrom: float
-    is_particle: bool = True
-    color: tuple[int, int, int, int] = (128, 128, 128, 255)
-    pdb_id: str | None = None
-
-
-@dataclass(frozen=True)
-class RunRef:
-    """A run of one of the open projects."""
-
-    source_index: int
-    session_name: str | None
-    run_name: str
-
-    @property
-    def key(self) -> str:
-        """Unique run name across projects: ``run`` or ``session/run``."""
-        return f"{self.session_name}/{self.run_name}" if self.session_name else self.run_name
 
 
 def _available(items: Sequence[str]) -> str:
@@ -314,9 +284,11 @@ class CopickProjects:
         target: TargetSpec,
         channels: dict[str, int],
         shape_czyx: tuple[int, int, int, int],
+        calibration: dict[str, dict[str, float]] | None = None,
     ) -> ProbabilityWriter:
         """A streaming writer of (C, Z, Y, X) float16 probabilities (``channels``: class name →
-        channel) for the multilabel segmentation ``target``; see :mod:`probability_store`."""
+        channel; ``calibration`` stored with them) for the multilabel segmentation ``target``;
+        see :mod:`probability_store`."""
         from copick.util.segmentation import segmentation_store_name
 
         run = self._run(ref)
@@ -326,12 +298,19 @@ class CopickProjects:
         directory = f"{run.overlay_path}/Segmentations"  # the writer makes it if new
         v, user, session = float(voxel_size_angstrom), target.user_id, target.session_id
         store = segmentation_store_name(v, user, session, target.name, is_multilabel=True)
-        return ProbabilityWriter(fs, f"{directory}/{store}", channels, shape_czyx, v)
+        return ProbabilityWriter(fs, f"{directory}/{store}", channels, shape_czyx, v, calibration)
 
     def probability_channels(self, ref: RunRef, voxel_size: float, target: TargetSpec) -> dict:
         """Class name → channel of the probabilities stored with ``target``; {} if none."""
         found = self._segmentations(ref, voxel_size, target)
         return probability_channels(found[0].zarr()) if found else {}
+
+    def probability_calibration(
+        self, ref: RunRef, voxel_size: float, target: TargetSpec
+    ) -> dict[str, dict[str, float]]:
+        """Class name → calibrated picking settings stored with ``target``'s probabilities."""
+        found = self._segmentations(ref, voxel_size, target)
+        return probability_calibration(found[0].zarr()) if found else {}
 
     def load_probability(
         self, ref: RunRef, voxel_size_angstrom: float, target: TargetSpec, class_name: str

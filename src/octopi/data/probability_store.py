@@ -9,7 +9,9 @@ Layout, for the label segmentation ``name,user,session`` at voxel size V in a co
             0/              (C, Z, Y, X) float16, chunks (1, 16, 256, 256); channel 0 is the
                             background, channel i the class of label i; sums to 1 over C
 
-``probabilities/.zattrs`` holds ``octopi.channels`` (class name → channel). copick sees one
+``probabilities/.zattrs`` holds ``octopi.channels`` (class name → channel) and, when the model
+was calibrated (``octopi.evaluation.calibration``), ``octopi.calibration`` (class name →
+``{"threshold": p, "min_size_fraction": f}``), which ``localize`` applies. copick sees one
 multilabel segmentation (it reads ``0``); the probabilities come and go with it. To open them:
 ``zarr.open(seg.zarr(), mode="r")["probabilities/0"]`` for a segmentation ``seg`` of
 ``run.get_segmentations(name=..., user_id=..., session_id=..., voxel_size=...)``, or
@@ -40,7 +42,11 @@ def _store(fs: Any, path: str, mode: str = "w") -> zarr.storage.FSStore:
     return zarr.storage.FSStore(path, fs=fs, mode=mode, dimension_separator="/", create=True)
 
 
-def _attributes(channels: Mapping[str, int], voxel_size_angstrom: float) -> dict[str, Any]:
+def _attributes(
+    channels: Mapping[str, int],
+    voxel_size_angstrom: float,
+    calibration: Mapping[str, Mapping[str, float]] | None,
+) -> dict[str, Any]:
     space = [{"name": axis, "type": "space", "unit": "angstrom"} for axis in "zyx"]
     scale = [1.0, *(float(voxel_size_angstrom),) * 3]
     return {
@@ -58,6 +64,9 @@ def _attributes(channels: Mapping[str, int], voxel_size_angstrom: float) -> dict
             "content": "class probabilities: softmax blended over sliding windows, averaged "
             "over the ensemble and test-time augmentations",
             "channels": dict(channels),
+            **(
+                {"calibration": {k: dict(v) for k, v in calibration.items()}} if calibration else {}
+            ),
         },
     }
 
@@ -66,7 +75,8 @@ class ProbabilityWriter:
     """A probability sink for :func:`octopi.inference.segment.segment_volume` that writes
     (C, Z, Y, X) float16 planes (``shape_czyx``) into a hidden temporary store beside
     ``segmentation_path`` (a path of the fsspec filesystem ``fs``), buffering at most C × 16
-    planes. ``channels``: class name → channel index (background 0 included).
+    planes. ``channels``: class name → channel index (background 0 included);
+    ``calibration``: class name → ``{"threshold", "min_size_fraction"}`` for localize, or None.
 
     After the last plane, :meth:`commit` moves the store into the segmentation's store;
     :meth:`discard` deletes it. Use as a context manager to discard unless committed.
@@ -79,6 +89,7 @@ class ProbabilityWriter:
         channels: Mapping[str, int],
         shape_czyx: Sequence[int],
         voxel_size_angstrom: float,
+        calibration: Mapping[str, Mapping[str, float]] | None = None,
     ):
         self.fs = fs
         n_channels, z, y, x = (int(n) for n in shape_czyx)
@@ -89,7 +100,7 @@ class ProbabilityWriter:
             fs.rm(stale, recursive=True)
         self.path = f"{stem}{os.getpid()}"
         group = zarr.group(store=_store(fs, self.path), overwrite=True)
-        group.attrs.update(_attributes(channels, voxel_size_angstrom))
+        group.attrs.update(_attributes(channels, voxel_size_angstrom, calibration))
         self._array = group.create_dataset(
             "0",
             shape=(n_channels, z, y, x),
@@ -155,13 +166,23 @@ class ProbabilityWriter:
         self.discard()
 
 
-def probability_channels(segmentation_store: MutableMapping) -> dict[str, int]:
-    """Class name → channel of the probabilities in a segmentation's store; {} if it has
-    none (segmented with ``save_probabilities: false``, or by another tool)."""
+def _octopi_attributes(segmentation_store: MutableMapping) -> dict[str, Any]:
     group = zarr.open_group(segmentation_store, mode="r")
     if PROBABILITY_GROUP not in group:
         return {}
-    return dict(group[PROBABILITY_GROUP].attrs.get("octopi", {}).get("channels", {}))
+    return dict(group[PROBABILITY_GROUP].attrs.get("octopi", {}))
+
+
+def probability_channels(segmentation_store: MutableMapping) -> dict[str, int]:
+    """Class name → channel of the probabilities in a segmentation's store; {} if it has
+    none (segmented with ``save_probabilities: false``, or by another tool)."""
+    return dict(_octopi_attributes(segmentation_store).get("channels", {}))
+
+
+def probability_calibration(segmentation_store: MutableMapping) -> dict[str, dict[str, float]]:
+    """Class name → ``{"threshold", "min_size_fraction"}`` stored with the probabilities of a
+    segmentation's store by a calibrated model; {} if none."""
+    return dict(_octopi_attributes(segmentation_store).get("calibration", {}))
 
 
 def read_probability(segmentation_store: MutableMapping, channel: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from octopi.config import DEFAULT_PREDICTED_PICKS, CopickSource, EvaluationConfi
 from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject, RunRef
 from octopi.errors import InputError
 from octopi.evaluation.scoring import ScoreReport, score
-from octopi.inference.stages import select_objects
+from octopi.inference.localize_stages import select_objects
 
 
 def _has_picks(
@@ -26,7 +26,7 @@ def _pick_set_listing(projects: CopickProjects, ref: RunRef) -> str:
     return ", ".join(pick_sets) if pick_sets else "none"
 
 
-def _runs_to_score(
+def runs_to_score(
     projects: CopickProjects,
     run_ids: Sequence[str] | None,
     objects: Sequence[ParticleObject],
@@ -75,7 +75,7 @@ def evaluate_runs(
     """
     projects = CopickProjects(sources)
     chosen = select_objects(projects, objects)
-    refs = _runs_to_score(projects, run_ids, chosen, ground_truth)
+    refs = runs_to_score(projects, run_ids, chosen, ground_truth)
     if not any(_has_picks(projects, ref, chosen, predicted) for ref in refs):
         raise CopickDataError(
             f"no predicted picks {predicted.user_id},{predicted.session_id} in runs "

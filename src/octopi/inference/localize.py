@@ -26,6 +26,7 @@ __all__ = [
     "ClassPicks",
     "LocalizeClass",
     "LocalizeConfig",
+    "class_min_size_fraction",
     "class_threshold",
     "localize",
     "localize_channel",
@@ -71,12 +72,12 @@ class _Scale:
     separation_voxel: float
 
     @classmethod
-    def of(cls, radius_voxel: float, settings: LocalizeConfig) -> _Scale:
+    def of(cls, name: str, radius_voxel: float, settings: LocalizeConfig) -> _Scale:
         sphere = 4.0 / 3.0 * math.pi * radius_voxel**3
         max_size, max_component = settings.max_size_fraction, settings.max_component_fraction
         return cls(
             sphere_voxels=sphere,
-            min_voxels=settings.min_size_fraction * sphere,
+            min_voxels=class_min_size_fraction(name, settings) * sphere,
             max_voxels=math.inf if max_size is None else max_size * sphere,
             max_component_voxels=math.inf if max_component is None else max_component * sphere,
             separation_voxel=settings.min_separation_fraction * radius_voxel,
@@ -130,6 +131,12 @@ def class_threshold(name: str, settings: LocalizeConfig) -> float:
     """The probability threshold of class ``name``: its ``per_class_threshold``, else
     ``score_threshold``."""
     return (settings.per_class_threshold or {}).get(name, settings.score_threshold)
+
+
+def class_min_size_fraction(name: str, settings: LocalizeConfig) -> float:
+    """The smallest kept region of class ``name`` (× its sphere volume): its
+    ``per_class_min_size_fraction``, else ``min_size_fraction``."""
+    return (settings.per_class_min_size_fraction or {}).get(name, settings.min_size_fraction)
 
 
 def _localize_probability(
@@ -186,7 +193,7 @@ def _pick_class(
     """Picks of one class from its foreground in a (Z, Y, X) volume of ``shape``: ``counts``
     per coarse block, ``mask_of(box)`` the bool mask of a box, ``channel`` the (Z, Y, X)
     probabilities (None for labels)."""
-    scale = _Scale.of(cls.radius_angstrom / voxel_size_angstrom, settings)
+    scale = _Scale.of(cls.name, cls.radius_angstrom / voxel_size_angstrom, settings)
     cap = settings.max_foreground_fraction
     fraction = float(counts.sum(dtype=np.int64)) / math.prod(shape)
     if cap is not None and fraction > cap:

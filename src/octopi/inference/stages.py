@@ -1,7 +1,8 @@
-"""Copick-level inference stages: segment runs with a trained ensemble, localize particles.
+"""Copick-level inference stage: segment runs with a trained ensemble.
 
-Each stage checks every input (model files, classes, runs, tomograms or segmentations) before
-it writes anything, so a bad argument leaves the copick project unchanged.
+It checks every input (model files, classes, runs, tomograms) before it writes anything, so a
+bad argument leaves the copick project unchanged. Localizing particles in the segmentations is
+:mod:`octopi.inference.localize_stages`.
 """
 
 from __future__ import annotations
@@ -11,28 +12,21 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from octopi.class_match import unmatched_classes
 from octopi.config import (
-    DEFAULT_PREDICTED_PICKS,
     DEFAULT_SEGMENTATION_TARGET,
     CopickSource,
     InferenceConfig,
-    LocalizeConfig,
-    PickSpec,
     TargetSpec,
 )
-from octopi.data import targets
 from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject, RunRef
 from octopi.errors import InputError
 
 if TYPE_CHECKING:
     import torch
 
-    from octopi.inference.localize import LocalizeClass
     from octopi.models.model_card import ModelCard
 
 
@@ -172,6 +166,17 @@ class _Segmenter:
     device: torch.device
     show_progress: bool
 
+    @property
+    def calibration(self) -> dict[str, dict[str, float]] | None:
+        """The card's calibrated picking settings, stored with the probabilities for localize:
+        only for a single model (an ensemble's average was not calibrated with them)."""
+        if self.card.calibration is None or len(self.models) != 1:
+            return None
+        return {
+            name: {"threshold": c.threshold, "min_size_fraction": c.min_size_fraction}
+            for name, c in self.card.calibration.classes.items()
+        }
+
 
 @dataclass(frozen=True)
 class _SegmentTarget:
@@ -199,7 +204,7 @@ def _segment_run(segmenter: _Segmenter, where: _SegmentTarget, ref: RunRef) -> S
         channels = {"background": 0} | {c.name: c.label for c in card.classes}
         shape_czyx = (card.out_channels, *normalised.shape)
         writer = projects.probability_writer(
-            ref, voxel_size, where.seg_target, channels, shape_czyx
+            ref, voxel_size, where.seg_target, channels, shape_czyx, segmenter.calibration
         )
     with writer or nullcontext():  # a failed run leaves no probabilities behind
         result = segment_volume(
@@ -218,168 +223,3 @@ def _segment_run(segmenter: _Segmenter, where: _SegmentTarget, ref: RunRef) -> S
         shape_zyx=tuple(int(n) for n in result.labels.shape),  # type: ignore[arg-type]
         seconds=round(time.perf_counter() - start, 3),
     )
-
-
-# --------------------------------------------------------------------------- localize
-
-
-def select_objects(projects: CopickProjects, names: Sequence[str] | None) -> list[ParticleObject]:
-    """Particle objects of the project (all, or those named), each with a radius; at least one."""
-    objects = targets.select_objects(projects, names)
-    if not objects:
-        raise CopickDataError("the copick project defines no particle objects")
-    return objects
-
-
-def find_segmentation_voxel_size(
-    projects: CopickProjects, ref: RunRef, seg_target: TargetSpec
-) -> float:
-    """The one voxel size at which run ``ref`` holds ``seg_target``; raise if none or several."""
-    sizes = [v for v in projects.voxel_sizes(ref) if projects.has_segmentation(ref, v, seg_target)]
-    if len(sizes) == 1:
-        return sizes[0]
-    if not sizes:
-        found = {f"{v:g}": projects.segmentation_names(ref, v) for v in projects.voxel_sizes(ref)}
-        listing = "; ".join(f"{v} Å: {', '.join(n) or 'none'}" for v, n in found.items())
-        raise CopickDataError(
-            f"segmentation {seg_target} not found in run {ref.key} at any voxel size; "
-            f"segmentations there: {listing or 'none'}"
-        )
-    raise CopickDataError(
-        f"segmentation {seg_target} exists at several voxel sizes in run {ref.key} "
-        f"({', '.join(f'{v:g}' for v in sizes)} Å); choose one with --voxel-size"
-    )
-
-
-def uses_probabilities(inference: InferenceConfig, settings: LocalizeConfig) -> bool:
-    """Whether picks come from the class probabilities (else from the argmax labels) when
-    ``segment`` runs with ``inference`` and ``localize`` with ``settings``: validation picks
-    the same way, so a trial's score is the score of the picks the tools make."""
-    return settings.source == "probabilities" or (
-        settings.source == "auto" and inference.save_probabilities
-    )
-
-
-@dataclass(frozen=True)
-class LocalizePlan:
-    """The checked runs (voxel size of each) and classes :func:`run_localize` localizes, and
-    its ``source``: class probabilities (thresholded) or labels."""
-
-    projects: CopickProjects
-    seg_target: TargetSpec
-    refs: list[RunRef]
-    voxel_sizes: dict[str, float]
-    classes: list[LocalizeClass]
-    settings: LocalizeConfig
-    source: Literal["probabilities", "labels"]
-
-
-def plan_localize(
-    sources: Sequence[CopickSource],
-    run_ids: Sequence[str] | None,
-    seg_target: TargetSpec = DEFAULT_SEGMENTATION_TARGET,
-    settings: LocalizeConfig = LocalizeConfig(),
-    voxel_size_angstrom: float | None = None,
-    objects: Sequence[str] | None = None,
-) -> LocalizePlan:
-    """Check everything :func:`run_localize` needs; see :func:`localize_runs`."""
-    from octopi.inference.localize import LocalizeClass
-
-    projects = CopickProjects(sources)
-    chosen = select_objects(projects, objects)
-    classes = [LocalizeClass(obj.name, obj.label, obj.radius_angstrom) for obj in chosen]
-    unknown = sorted(set(settings.per_class_threshold or {}) - {c.name for c in classes})
-    if unknown:
-        raise InputError(
-            f"per-class thresholds name {', '.join(unknown)}, which are not localized; "
-            f"objects: {', '.join(c.name for c in classes)}"
-        )
-    refs = resolve_runs(projects, run_ids)
-    voxel_sizes: dict[str, float] = {}
-    for ref in refs:
-        if voxel_size_angstrom is None:
-            voxel_sizes[ref.key] = find_segmentation_voxel_size(projects, ref, seg_target)
-        elif not projects.has_segmentation(ref, voxel_size_angstrom, seg_target):
-            projects.load_segmentation(ref, voxel_size_angstrom, seg_target)  # raises, listing
-        else:
-            voxel_sizes[ref.key] = voxel_size_angstrom
-    has = projects.probability_channels
-    stored = [r.key for r in refs if has(r, voxel_sizes[r.key], seg_target)]
-    source = _source(settings, seg_target, [ref.key for ref in refs], stored)
-    return LocalizePlan(projects, seg_target, refs, voxel_sizes, classes, settings, source)
-
-
-def _source(
-    settings: LocalizeConfig, seg_target: TargetSpec, runs: list[str], with_probabilities: list
-) -> Literal["probabilities", "labels"]:
-    """Probabilities if every run has them (unless source is labels); raise where settings
-    need probabilities that are missing."""
-    if settings.source != "labels" and len(with_probabilities) == len(runs):
-        return "probabilities"
-    if settings.source == "probabilities" or (settings.source == "auto" and with_probabilities):
-        missing = [run for run in runs if run not in with_probabilities]
-        raise CopickDataError(
-            f"segmentation {seg_target} holds no class probabilities in run(s) "
-            f"{', '.join(missing)}; segment them again (`octopi segment` writes probabilities "
-            "unless --no-probabilities), or localize the argmax labels with --source labels "
-            "(thresholds do not apply to labels)"
-        )
-    if settings.per_class_threshold:
-        raise InputError(
-            f"per-class thresholds act on probabilities; localize reads the labels of "
-            f"{seg_target} (source {settings.source}): drop them or segment with probabilities"
-        )
-    return "labels"
-
-
-def run_localize(plan: LocalizePlan, picks_out: PickSpec) -> dict[str, dict[str, int]]:
-    """Localize every run of ``plan`` and write the picks; run key → object → picks."""
-    from octopi.inference.localize import ClassPicks, localize, localize_channel
-
-    counts: dict[str, dict[str, int]] = {}
-    projects, target = plan.projects, plan.seg_target
-    for ref in plan.refs:
-        voxel_size = plan.voxel_sizes[ref.key]
-        if plan.source == "labels":
-            segmentation = projects.load_segmentation(ref, voxel_size, target)
-            found = localize(segmentation, plan.classes, voxel_size, plan.settings)
-        else:
-            stored = projects.probability_channels(ref, voxel_size, target)
-            found = {  # one channel in memory at a time; a class the model lacks gets no picks
-                cls.name: localize_channel(
-                    projects.load_probability(ref, voxel_size, target, cls.name),
-                    cls,
-                    voxel_size,
-                    plan.settings,
-                )
-                if cls.name in stored
-                else ClassPicks(np.zeros((0, 3)), np.zeros(0, np.float32))
-                for cls in plan.classes
-            }
-        for name, picks in found.items():
-            positions_angstrom_xyz = picks.centers_voxel[:, ::-1] * voxel_size
-            projects.write_picks(ref, name, picks_out, positions_angstrom_xyz, picks.scores)
-        counts[ref.key] = {name: len(picks) for name, picks in found.items()}
-    return counts
-
-
-def localize_runs(
-    sources: Sequence[CopickSource],
-    run_ids: Sequence[str] | None,
-    seg_target: TargetSpec = DEFAULT_SEGMENTATION_TARGET,
-    picks_out: PickSpec = DEFAULT_PREDICTED_PICKS,
-    settings: LocalizeConfig = LocalizeConfig(),
-    voxel_size_angstrom: float | None = None,
-    objects: Sequence[str] | None = None,
-) -> dict[str, dict[str, int]]:
-    """Localize particles in the ``seg_target`` segmentation of each run and write picks.
-
-    Every selected object (default: every particle object of the project) is localized with
-    its radius from the copick config, from the class probabilities stored with the
-    segmentation (voxels at or above the class's threshold; ``settings.source``) or from its
-    labels. Picks are written as (x, y, z) Å positions with scores under ``picks_out`` (an
-    empty pick set where nothing was found). The voxel size defaults to the one at which the
-    segmentation exists. Returns run key → object → number of picks.
-    """
-    plan = plan_localize(sources, run_ids, seg_target, settings, voxel_size_angstrom, objects)
-    return run_localize(plan, picks_out)

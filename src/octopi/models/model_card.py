@@ -3,7 +3,8 @@
 A trained model folder holds ``model_config.yaml`` and ``best_model_weights.pth``; the card
 names everything inference and fine-tuning need: the network and its architecture, the patch
 size, the classes with labels and radii, the voxel size, the tomogram algorithms, the target
-and the input normalisation.
+and the input normalisation, and (after training or ``octopi calibrate``) the per-class
+probability thresholds and minimum region sizes that maximise F-beta on validation runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pathlib import Path
 from pydantic import Field
 
 from octopi import __version__
-from octopi.config import Frozen, ModelArchitecture, NormalisationConfig, TargetSpec, UnetConfig
+from octopi.config import (
+    Frozen,
+    LocalizeConfig,
+    ModelArchitecture,
+    NormalisationConfig,
+    TargetSpec,
+    UnetConfig,
+)
 from octopi.input_files import read_yaml_mapping, validate_file
 
 
@@ -23,6 +31,39 @@ class ClassInfo(Frozen):
     name: str
     label: int = Field(ge=1)
     radius_angstrom: float = Field(gt=0)
+
+
+class ClassCalibration(Frozen):
+    """The calibrated picking settings of one class, with the validation figures behind them:
+    F-beta, precision and recall of the chosen settings, and F-beta of the argmax labels."""
+
+    threshold: float = Field(gt=0.0, le=1.0, description="class probability threshold")
+    min_size_fraction: float = Field(ge=0.0, description="smallest kept region × sphere volume")
+    fbeta: float = Field(ge=0.0, le=1.0, description="validation F-beta with these settings")
+    precision: float = Field(ge=0.0, le=1.0)
+    recall: float = Field(ge=0.0, le=1.0)
+    fbeta_labels: float = Field(ge=0.0, le=1.0, description="validation F-beta of the argmax")
+
+
+class Calibration(Frozen):
+    """Per-class thresholds and minimum sizes chosen for F-beta (``beta``) on ``run_ids``;
+    ``weighted_fbeta`` (class-weighted, as the study scores) of the argmax labels
+    (``labels``) and of the calibrated settings (``calibrated``)."""
+
+    beta: float = Field(gt=0.0)
+    run_ids: list[str] = Field(min_length=1, description="runs the settings were chosen on")
+    classes: dict[str, ClassCalibration]
+    weighted_fbeta: dict[str, float] = Field(
+        default_factory=dict, description="labels / calibrated → class-weighted F-beta"
+    )
+
+    def localize_settings(self, base: LocalizeConfig) -> LocalizeConfig:
+        """``base`` with this calibration's per-class thresholds and minimum sizes."""
+        thresholds = {name: c.threshold for name, c in self.classes.items()}
+        sizes = {name: c.min_size_fraction for name, c in self.classes.items()}
+        return base.model_copy(
+            update={"per_class_threshold": thresholds, "per_class_min_size_fraction": sizes}
+        )
 
 
 class ModelCard(Frozen):
@@ -36,6 +77,9 @@ class ModelCard(Frozen):
     target: TargetSpec = TargetSpec()
     normalisation: NormalisationConfig = NormalisationConfig()
     octopi_version: str = __version__
+    calibration: Calibration | None = Field(
+        default=None, description="per-class picking settings calibrated for F-beta; None: none"
+    )
 
     @property
     def out_channels(self) -> int:

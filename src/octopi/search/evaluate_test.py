@@ -47,7 +47,8 @@ def evaluate_test(
     ``FileNotFoundError`` when ``best/`` is incomplete; nothing is written then.
     """
     from octopi.evaluation.stages import evaluate_runs
-    from octopi.inference.stages import localize_runs, segment_runs
+    from octopi.inference.localize_stages import localize_runs
+    from octopi.inference.stages import segment_runs
     from octopi.io_utils import atomic_write_json
 
     study_dir = Path(study_dir)

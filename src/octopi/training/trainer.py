@@ -9,8 +9,10 @@ of progress in epochs; on the CPU a resumed run ends with bit-identical weights.
 Outputs in ``output_dir`` (all written atomically): ``model_config.yaml``,
 ``best_model_weights.pth`` (weights of the validated network, the EMA when on, at the best
 validation), ``checkpoint.pt``, ``epochs.csv``, ``curves.png``, ``train_config.yaml``,
-``result.json``; MLflow (see :mod:`octopi.tracking`) gets params, per-epoch metrics and the
-best model.
+``result.json``. After the last epoch the best model is calibrated on the validation runs
+(per-class thresholds and minimum sizes for F-beta, :mod:`octopi.evaluation.calibration`)
+and the calibration written into ``model_config.yaml``. MLflow (see :mod:`octopi.tracking`)
+gets params, per-epoch metrics, the calibration's figures and the best model.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from octopi.config import (
 from octopi.data.split import RunSplit
 from octopi.errors import MissingInputError
 from octopi.io_utils import atomic_write_json, write_resolved_config
-from octopi.models.model_card import ModelCard
+from octopi.models.model_card import Calibration, ModelCard
+from octopi.models.registry import load_model
 from octopi.runtime import select_device
 from octopi.training.loop import TrainingLoop, ValidationCallback
 from octopi.training.outputs import VALIDATION_PREFIX
-from octopi.training.plan import CHECKPOINT_NAME, plan_training
+from octopi.training.plan import CHECKPOINT_NAME, TrainingPlan, plan_training
 from octopi.training.stop import TrainingStopped
+from octopi.training.validation import Validator
 
 OUTPUT_FILES: dict[str, str] = {
     "model_config": "model_config.yaml",
@@ -67,7 +71,9 @@ class TrainResult:
     of that epoch. ``resumed_from_epoch`` is the epoch the checkpoint had finished (0: a fresh
     start). ``paths`` maps output kinds (see ``OUTPUT_FILES``) to files. ``attempts``: where
     each run of the loop started and ended (``{"epoch": finished, "step": done in the next}``)
-    and the signal that stopped it, if any (:mod:`octopi.training.stop`).
+    and the signal that stopped it, if any (:mod:`octopi.training.stop`). ``calibration``:
+    the best model's calibrated per-class picking settings (``Calibration`` as a dict; empty
+    when off), also in ``model_config.yaml``.
     """
 
     output_dir: Path
@@ -82,6 +88,7 @@ class TrainResult:
     best_validation: dict[str, float] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
     attempts: list[dict] = field(default_factory=list)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; ``paths`` become file names relative to ``output_dir``."""
@@ -148,7 +155,10 @@ def train_model(
     )
     paths = {key: output_dir / name for key, name in OUTPUT_FILES.items()}
     if plan.checkpoint is not None and plan.checkpoint.get("finished"):
-        result = _result(plan.checkpoint, training, output_dir, plan.checkpoint["epoch"], paths)
+        # Finished before; calibrate if a stop came between the last epoch and calibration.
+        calibration = _stored_calibration(paths) or _calibrate_finished(plan, paths, device)
+        state, resumed_from = plan.checkpoint, plan.checkpoint["epoch"]
+        result = _result(state, training, output_dir, resumed_from, paths, calibration)
         atomic_write_json(paths["result"], result.to_dict())
         return result
 
@@ -157,29 +167,54 @@ def train_model(
     write_resolved_config(output_dir, "train", plan.config)
     if tracking_uri is None:
         tracking_uri = tracking.default_tracking_uri(output_dir)
-
     loop = TrainingLoop(plan, training, select_device(device), paths)
+    where = _Tracking(tracking_uri, experiment_name, run_name, parent_run_id, tracking_tags)
+    return _run_loop(loop, where, on_validation, show_progress)
+
+
+@dataclass(frozen=True)
+class _Tracking:
+    """Where :func:`train_model` logs: MLflow store, experiment, run name, parent, tags."""
+
+    uri: str
+    experiment_name: str
+    run_name: str | None
+    parent_run_id: str | None
+    tags: dict[str, str] | None
+
+
+def _run_loop(
+    loop: TrainingLoop,
+    where: _Tracking,
+    on_validation: ValidationCallback | None,
+    show_progress: bool,
+) -> TrainResult:
+    """Run the loop under an MLflow run, calibrate the best model, write ``result.json``."""
+    plan, paths, output_dir = loop.plan, loop.paths, loop.paths["result"].parent
     run: tracking.NullRun = tracking.NullRun()
     status = "FAILED"
     try:
         # Best effort: a store that cannot be reached leaves the run to be filled in later.
         known_run = loop.tracking_run_id or tracking.read_run_record(output_dir).get("run_id")
         run = tracking.try_start_run(
-            tracking_uri,
-            experiment_name,
-            run_name or output_dir.resolve().name,
-            parent_run_id=parent_run_id,
-            tags=tracking_tags,
+            where.uri,
+            where.experiment_name,
+            where.run_name or output_dir.resolve().name,
+            parent_run_id=where.parent_run_id,
+            tags=where.tags,
             run_id=known_run,
         )
         loop.tracking_run_id = run.run_id or known_run
         if run.run_id is not None:
-            tracking.write_run_record(
-                output_dir, {"run_id": run.run_id, "tracking_uri": tracking_uri}
-            )
+            tracking.write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": where.uri})
         run.log_params(tracking.flatten_params(plan.resolved))
         loop.run(run, on_validation, show_progress)
-        result = _result(loop.summary(), training, output_dir, loop.resumed_from, paths)
+        calibration = _calibrate_best(loop.validator, plan.card, paths, loop.device)
+        if calibration is not None:
+            run.log_metrics(calibration_metrics(calibration))
+        result = _result(
+            loop.summary(), loop.training, output_dir, loop.resumed_from, paths, calibration
+        )
         atomic_write_json(paths["result"], result.to_dict())
         run.log_artifacts([paths["model_config"], paths["best_weights"]], "model")
         run.log_artifacts([paths[k] for k in ("epochs", "curves", "config", "result")])
@@ -196,8 +231,60 @@ def train_model(
         loop.close()
 
 
+def _stored_calibration(paths: dict[str, Path]) -> Calibration | None:
+    """The calibration already in the output folder's ``model_config.yaml``, if any."""
+    return ModelCard.load(paths["model_config"]).calibration
+
+
+def _calibrate_finished(plan: TrainingPlan, paths: dict[str, Path], device: str | None):
+    """Calibrate the best model of a training that finished without it (stopped in between)."""
+    if not plan.config.localize.calibrate or not plan.split.validate:
+        return None
+    validator = Validator(
+        plan.projects,
+        plan.split.validate,
+        plan.config.data.tomo_algorithms[0],
+        plan.card,
+        plan.ground_truth,
+        plan.config.inference,
+        plan.config.localize,
+        plan.config.evaluation,
+        plan.config.training.best_metric,
+        select_device(device),
+    )
+    return _calibrate_best(validator, plan.card, paths, validator.device)
+
+
+def _calibrate_best(
+    validator: Validator, card: ModelCard, paths: dict[str, Path], device: Any
+) -> Calibration | None:
+    """Calibrate the best weights on the validation runs (``localize.calibrate``) and write
+    the calibration into ``model_config.yaml``; None when off or nothing was validated."""
+    if not validator.settings.calibrate or not paths["best_weights"].is_file():
+        return None
+    model = load_model(card, paths["best_weights"], device=str(device))
+    calibration = validator.calibrate(model)
+    card.model_copy(update={"calibration": calibration}).save(paths["model_config"])
+    return calibration
+
+
+def calibration_metrics(calibration: Calibration) -> dict[str, float]:
+    """MLflow metrics of a calibration: weighted F-beta of labels and calibrated settings,
+    and per class its calibrated F-beta and threshold."""
+    metrics = {f"{k}_weighted_fbeta": v for k, v in calibration.weighted_fbeta.items()}
+    for name, c in calibration.classes.items():
+        metrics[f"calibrated_fbeta_{name}"] = c.fbeta
+        metrics[f"calibrated_threshold_{name}"] = c.threshold
+    return metrics
+
+
 def _result(
-    state: dict, training: TrainingConfig, output_dir: Path, resumed_from: int, paths: dict
+    state: dict,
+    training: TrainingConfig,
+    output_dir: Path,
+    resumed_from: int,
+    paths: dict,
+    calibration: Calibration | None,
 ) -> TrainResult:
     best_epoch = state["best_epoch"]
     best_row = next((row for row in state["history"] if row["epoch"] == best_epoch), {})
@@ -218,6 +305,7 @@ def _result(
         },
         paths=dict(paths),
         attempts=list(state.get("attempts") or []),
+        calibration={} if calibration is None else calibration.model_dump(mode="json"),
     )
 
 

@@ -4,7 +4,7 @@ Each validation run's tomogram (first tomogram algorithm) is read and normalised
 process and kept; each validation segments it with the network (sliding window), localizes
 particles and scores them against the ground-truth picks, so the best checkpoint is the one
 that picks best. Picks come from what ``segment`` + ``localize`` would pick from with the same
-settings (:func:`~octopi.inference.stages.uses_probabilities`): the class probabilities,
+settings (:func:`~octopi.inference.localize_stages.uses_probabilities`): the class probabilities,
 thresholded per class, or the argmax labels.
 """
 
@@ -20,11 +20,12 @@ from octopi.config import EvaluationConfig, InferenceConfig, LocalizeConfig
 from octopi.data.copick_io import CopickProjects
 from octopi.data.normalise import normalise_tomogram
 from octopi.errors import InputError
+from octopi.evaluation.calibration import calibrate
 from octopi.evaluation.scoring import ScoreReport, score
 from octopi.inference.localize import LocalizeClass, localize
+from octopi.inference.localize_stages import uses_probabilities
 from octopi.inference.segment import ProbabilityVolume, segment_volume
-from octopi.inference.stages import uses_probabilities
-from octopi.models.model_card import ModelCard
+from octopi.models.model_card import Calibration, ModelCard
 
 
 class Validator:
@@ -78,21 +79,39 @@ class Validator:
             }
         return self._volumes
 
+    def _segment(self, model: torch.nn.Module, volume: np.ndarray, probabilities: bool):
+        """(Z, Y, X) labels of ``model`` on ``volume``, or its (C, Z, Y, X) float16 class
+        probabilities as segment stores them (the same values are thresholded)."""
+        window = self.inference.window_size or self.card.dim_in
+        sink = ProbabilityVolume(volume.shape) if probabilities else None
+        result = segment_volume(
+            [model], volume, window, self.inference, self.device, probability_sink=sink
+        )
+        return result.labels if sink is None else sink.array
+
     def picks(self, model: torch.nn.Module) -> dict[str, dict[str, np.ndarray]]:
         """run → class → (N, 3) (x, y, z) Å picks of ``model`` (in eval mode) on every run."""
         voxel = self.card.voxel_size_angstrom
-        window = self.inference.window_size or self.card.dim_in
         picks: dict[str, dict[str, np.ndarray]] = {}
         for key, volume in self.volumes.items():
-            # (C, Z, Y, X) float16, as segment stores it: the same values are thresholded.
-            sink = ProbabilityVolume(volume.shape) if self.from_probabilities else None
-            result = segment_volume(
-                [model], volume, window, self.inference, self.device, probability_sink=sink
-            )
-            segmentation = result.labels if sink is None else sink.array
+            segmentation = self._segment(model, volume, self.from_probabilities)
             found = localize(segmentation, self.classes, voxel, self.settings)
             picks[key] = {name: p.centers_voxel[:, ::-1] * voxel for name, p in found.items()}
         return picks
+
+    def calibrate(self, model: torch.nn.Module) -> Calibration:
+        """Per-class thresholds and minimum sizes of ``model`` chosen for F-beta on the
+        validation runs (:func:`octopi.evaluation.calibration.calibrate`)."""
+        model.eval()
+        probabilities = {key: self._segment(model, v, True) for key, v in self.volumes.items()}
+        return calibrate(
+            probabilities,
+            self.ground_truth,
+            self.classes,
+            self.card.voxel_size_angstrom,
+            self.settings,
+            self.evaluation,
+        )
 
     def score(self, model: torch.nn.Module) -> tuple[dict[str, float], ScoreReport]:
         """Validate ``model``; returns (metrics, report). The model is left in eval mode."""

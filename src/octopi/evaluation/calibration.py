@@ -1,0 +1,160 @@
+"""F-beta calibration: per-class probability thresholds and minimum region sizes.
+
+F4 rewards recall 16 times more than precision, so the threshold that picks best is class
+specific and rarely the 0.5 of a plain argmax. :func:`calibrate` tries, for each class, every
+(threshold, minimum size) pair of the grids in :class:`~octopi.config.LocalizeConfig`
+(``calibration_thresholds`` × ``calibration_min_size_fractions``) on the class probabilities of
+validation runs and keeps the pair with the highest F-beta of that class, TP/FP/FN summed
+over the runs. Ties go to the higher threshold, then the larger minimum size (fewer picks).
+The argmax labels are scored too (``fbeta_labels``), so the gain is reported honestly.
+
+The result (:class:`~octopi.models.model_card.Calibration`) goes into ``model_config.yaml``;
+``segment`` stores it with the probabilities and ``localize`` (source ``auto``) uses it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from octopi.config import EvaluationConfig, LocalizeConfig
+from octopi.evaluation.scoring import ClassCounts, ScoreReport, match_points
+from octopi.inference.localize import ClassPicks, LocalizeClass, localize, localize_channel
+from octopi.models.model_card import Calibration, ClassCalibration
+
+__all__ = ["calibrate"]
+
+_EMPTY = np.zeros((0, 3))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    threshold: float
+    min_size_fraction: float
+    counts: ClassCounts
+
+
+def calibrate(
+    probabilities: Mapping[str, np.ndarray],
+    ground_truth: Mapping[str, Mapping[str, np.ndarray]],
+    classes: Sequence[LocalizeClass],
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig = LocalizeConfig(),
+    evaluation: EvaluationConfig = EvaluationConfig(),
+) -> Calibration:
+    """Choose each class's threshold and minimum size for F-beta on validation runs.
+
+    probabilities: run key → (C, Z, Y, X) float class probabilities (channel 0 background,
+        channel ``cls.label`` for each class), e.g. float16 as ``segment`` stores them.
+    ground_truth: run key → class name → (M, 3) particle positions in Å, (x, y, z).
+    classes: the classes to calibrate (radius in Å; a hit lies within
+        ``evaluation.distance_fraction`` × radius).
+    settings: every other localize setting (method, separation, ...) as picking will use it.
+    """
+    runs = sorted(probabilities)
+    missing = [run for run in runs if run not in ground_truth]
+    if not runs or missing:
+        raise ValueError(f"calibration needs ground truth for every run; missing: {missing}")
+    matcher = _Matcher(ground_truth, voxel_size_angstrom, evaluation.distance_fraction)
+    label_counts = {cls.name: ClassCounts() for cls in classes}
+    for run in runs:
+        labels = np.argmax(probabilities[run], axis=0)
+        with warnings.catch_warnings():  # an untrained argmax floods classes: no picks
+            warnings.simplefilter("ignore", RuntimeWarning)
+            found = localize(labels, classes, voxel_size_angstrom, settings)
+        for cls in classes:
+            label_counts[cls.name] += matcher.counts(found[cls.name], run, cls)
+    best = {
+        cls.name: _best_candidate(
+            probabilities, matcher, cls, voxel_size_angstrom, settings, evaluation.beta
+        )
+        for cls in classes
+    }
+    beta = evaluation.beta
+    chosen = {
+        name: ClassCalibration(
+            threshold=candidate.threshold,
+            min_size_fraction=candidate.min_size_fraction,
+            fbeta=candidate.counts.fbeta(beta),
+            precision=candidate.counts.precision,
+            recall=candidate.counts.recall,
+            fbeta_labels=label_counts[name].fbeta(beta),
+        )
+        for name, candidate in best.items()
+    }
+    calibrated_counts = {name: candidate.counts for name, candidate in best.items()}
+    return Calibration(
+        beta=beta,
+        run_ids=runs,
+        classes=chosen,
+        weighted_fbeta={
+            "labels": _weighted(label_counts, evaluation),
+            "calibrated": _weighted(calibrated_counts, evaluation),
+        },
+    )
+
+
+def _weighted(counts: dict[str, ClassCounts], evaluation: EvaluationConfig) -> float:
+    """Class-weighted F-beta of summed counts, exactly as the study scores (CZII rule)."""
+    weights = evaluation.class_weights
+    report = ScoreReport(
+        per_class=counts,
+        per_run={},
+        beta=evaluation.beta,
+        class_weights={name: float(weights.get(name, 1.0)) for name in counts},
+    )
+    return report.weighted_fbeta
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    """Counts hits of one class's picks in one run against its ground truth (Å, x, y, z)."""
+
+    ground_truth: Mapping[str, Mapping[str, np.ndarray]]
+    voxel_size_angstrom: float
+    distance_fraction: float
+
+    def counts(self, picks: ClassPicks, run: str, cls: LocalizeClass) -> ClassCounts:
+        positions_angstrom_xyz = picks.centers_voxel[:, ::-1] * self.voxel_size_angstrom
+        truth = self.ground_truth[run].get(cls.name, _EMPTY)
+        return match_points(
+            positions_angstrom_xyz, truth, self.distance_fraction * cls.radius_angstrom
+        )
+
+
+def _best_candidate(
+    probabilities: Mapping[str, np.ndarray],
+    matcher: _Matcher,
+    cls: LocalizeClass,
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig,
+    beta: float,
+) -> _Candidate:
+    """The (threshold, minimum size) of the grids with the highest F-beta of ``cls``; ties go
+    to the higher threshold, then the larger minimum size (tried first)."""
+    best: _Candidate | None = None
+    pairs = [
+        (threshold, min_size)
+        for threshold in sorted(settings.calibration_thresholds, reverse=True)
+        for min_size in sorted(settings.calibration_min_size_fractions, reverse=True)
+    ]
+    with warnings.catch_warnings():  # low thresholds flood weak classes: no picks, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for threshold, min_size in pairs:
+            trial = settings.model_copy(
+                update={
+                    "per_class_threshold": {cls.name: threshold},
+                    "per_class_min_size_fraction": {cls.name: min_size},
+                }
+            )
+            counts = ClassCounts()
+            for run, volume in probabilities.items():
+                picks = localize_channel(volume[cls.label], cls, voxel_size_angstrom, trial)
+                counts += matcher.counts(picks, run, cls)
+            if best is None or counts.fbeta(beta) > best.counts.fbeta(beta):
+                best = _Candidate(threshold, min_size, counts)
+    assert best is not None  # the grids are never empty (config validation)
+    return best

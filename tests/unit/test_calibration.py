@@ -1,0 +1,128 @@
+"""F-beta calibration of per-class thresholds and minimum sizes, on volumes whose best
+settings are known by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from octopi.config import EvaluationConfig, LocalizeConfig
+from octopi.evaluation.calibration import calibrate
+from octopi.inference.localize import LocalizeClass, localize
+from octopi.models.model_card import ModelCard
+
+VOXEL = 10.0
+# radius 4 voxels: sphere volume 268 voxels
+CLASS = LocalizeClass("ribosome", 1, 40.0)
+TRUE_CENTERS = [(10, 10, 10), (10, 30, 30), (30, 10, 30)]
+SMALL_DECOYS = [(30, 30, 10), (20, 20, 20)]
+SETTINGS = LocalizeConfig(
+    calibration_thresholds=[0.1, 0.2, 0.3, 0.5],
+    calibration_min_size_fractions=[0.05, 0.2],
+    max_foreground_fraction=None,
+)
+EVALUATION = EvaluationConfig(class_weights={"ribosome": 1.0})
+
+
+def _ball(shape, center, radius):
+    zz, yy, xx = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip((zz, yy, xx), center, strict=True)) <= radius**2
+
+
+def constructed_volume() -> tuple[np.ndarray, dict]:
+    """(2, 40, 40, 40) probabilities: true particles are balls of radius 3 (123 voxels) at
+    p = 0.35; decoys are 3×3×3 cubes (27 voxels) at p = 0.5. So: thresholds above 0.35 find
+    only decoys (F = 0); at 0.2 or 0.3 with minimum size 0.2 × 268 = 54 voxels, exactly the
+    particles (F = 1); minimum size 0.05 (13 voxels) lets the decoys in; at 0.1 the same.
+    The argmax is background everywhere particles are (0.65 > 0.35): F = 0."""
+    shape = (40, 40, 40)
+    channel = np.zeros(shape, np.float32)
+    for center in TRUE_CENTERS:
+        channel[_ball(shape, center, 3)] = 0.35
+    for z, y, x in SMALL_DECOYS:
+        channel[z - 1 : z + 2, y - 1 : y + 2, x - 1 : x + 2] = 0.5
+    probabilities = np.stack([1.0 - channel, channel]).astype(np.float16)
+    truth_xyz_angstrom = np.array(TRUE_CENTERS, float)[:, ::-1] * VOXEL
+    return probabilities, {"ribosome": truth_xyz_angstrom}
+
+
+def test_calibration_finds_the_constructed_optimum():
+    probabilities, truth = constructed_volume()
+    result = calibrate({"run": probabilities}, {"run": truth}, [CLASS], VOXEL, SETTINGS, EVALUATION)
+    chosen = result.classes["ribosome"]
+    # 0.2 and 0.3 tie at F = 1; ties go to the higher threshold (fewer picks elsewhere).
+    assert (chosen.threshold, chosen.min_size_fraction) == (0.3, 0.2)
+    assert chosen.fbeta == pytest.approx(1.0)
+    assert chosen.precision == pytest.approx(1.0) and chosen.recall == pytest.approx(1.0)
+    assert chosen.fbeta_labels == 0.0
+    assert result.weighted_fbeta == {"labels": 0.0, "calibrated": pytest.approx(1.0)}
+    assert result.run_ids == ["run"] and result.beta == 4.0
+
+
+def test_calibrated_settings_pick_what_calibration_scored():
+    probabilities, truth = constructed_volume()
+    result = calibrate({"run": probabilities}, {"run": truth}, [CLASS], VOXEL, SETTINGS, EVALUATION)
+    picks = localize(probabilities, [CLASS], VOXEL, result.localize_settings(SETTINGS))
+    found = np.round(picks["ribosome"].centers_voxel).astype(int)
+    assert sorted(map(tuple, found)) == sorted(TRUE_CENTERS)
+    # Without the minimum size, the decoys come back: the size is part of the calibration.
+    loose = result.localize_settings(SETTINGS).model_copy(
+        update={"per_class_min_size_fraction": None}
+    )
+    assert len(localize(probabilities, [CLASS], VOXEL, loose)["ribosome"]) == 5
+
+
+def test_beta_4_trades_precision_for_recall_and_beta_half_does_not():
+    """One particle is faint (p = 0.15) and six particle-sized noise blobs sit at p = 0.12.
+    Threshold 0.1: 3 TP, 8 FP (P 0.27, R 1): F4 0.87, F0.5 0.32. Threshold 0.3: 2 TP, 2 FP
+    (P 0.5, R 0.67): F4 0.65, F0.5 0.53. So F4 picks 0.1 and F0.5 picks 0.3."""
+    probabilities, truth = constructed_volume()
+    shape = probabilities.shape[1:]
+    faint = _ball(shape, TRUE_CENTERS[0], 3)
+    probabilities[1][faint], probabilities[0][faint] = 0.15, 0.85
+    for center in [
+        (10, 10, 30),
+        (10, 30, 10),
+        (30, 10, 10),
+        (30, 30, 30),
+        (20, 35, 20),
+        (5, 20, 20),
+    ]:
+        noise = _ball(shape, center, 3)
+        probabilities[1][noise], probabilities[0][noise] = 0.12, 0.88
+    settings = SETTINGS.model_copy(update={"calibration_min_size_fractions": [0.05]})
+    chosen = {
+        beta: calibrate(
+            {"run": probabilities},
+            {"run": truth},
+            [CLASS],
+            VOXEL,
+            settings,
+            EvaluationConfig(beta=beta, class_weights={"ribosome": 1.0}),
+        ).classes["ribosome"]
+        for beta in (4.0, 0.5)
+    }
+    assert (chosen[4.0].threshold, chosen[4.0].recall) == (0.1, 1.0)
+    assert chosen[4.0].precision == pytest.approx(3 / 11)
+    assert chosen[0.5].threshold == 0.3
+    assert (chosen[0.5].precision, chosen[0.5].recall) == (pytest.approx(0.5), pytest.approx(2 / 3))
+
+
+def test_calibration_round_trips_through_the_model_card(tmp_path):
+    probabilities, truth = constructed_volume()
+    result = calibrate({"run": probabilities}, {"run": truth}, [CLASS], VOXEL, SETTINGS, EVALUATION)
+    card = ModelCard(
+        classes=[{"name": "ribosome", "label": 1, "radius_angstrom": 40.0}],
+        dim_in=32,
+        voxel_size_angstrom=VOXEL,
+        tomo_algorithms=["wbp"],
+        calibration=result,
+    )
+    card.save(tmp_path / "model_config.yaml")
+    assert ModelCard.load(tmp_path / "model_config.yaml").calibration == result
+
+
+def test_runs_without_ground_truth_are_refused():
+    probabilities, _ = constructed_volume()
+    with pytest.raises(ValueError, match="missing"):
+        calibrate({"run": probabilities}, {}, [CLASS], VOXEL, SETTINGS, EVALUATION)
