@@ -558,6 +558,13 @@ class SearchConfig(Frozen):
     random_seed: int = 42
     study_name: str = "model-search"
     pruner: Literal["median", "halving", "none"] = "median"
+    ensemble_size: int = Field(
+        default=3,
+        ge=0,
+        description="select-best also averages the top this-many COMPLETE trials into an "
+        "ensemble (best_ensemble/, calibrated on the validation runs; evaluate-test scores "
+        "it beside the best model); 0 or 1: no ensemble",
+    )
 
 
 class TrialResources(Frozen):

@@ -99,6 +99,13 @@ def main(output: Path, runs: int, trials: int, epochs: int, seed: int) -> None:
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         click.echo(f"test F4 (CZII weights) of the best model: {metrics['weighted_fbeta']:.3f}")
+        ensemble = metrics.get("ensemble")
+        if ensemble:
+            members = len(best.get("ensemble", {}).get("slots", []))
+            click.echo(
+                f"test F4 (CZII weights) of the top-{members} ensemble: "
+                f"{ensemble['weighted_fbeta']:.3f}"
+            )
     click.echo(f"study directory: {study}")
 
 

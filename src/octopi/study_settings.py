@@ -31,7 +31,13 @@ STARTED_CONFIG = "started_config.yaml"
 # None of these changes how a trial is trained or scored, so finished and new trials stay
 # comparable. Everything else (data, training, search, inference, localize, evaluation,
 # create_targets) is fixed by the first job.
-MUTABLE_SETTINGS: tuple[str, ...] = ("search.num_trials", "trial_resources", "monitor", "tracking")
+MUTABLE_SETTINGS: tuple[str, ...] = (
+    "search.num_trials",
+    "search.ensemble_size",
+    "trial_resources",
+    "monitor",
+    "tracking",
+)
 
 # Outputs in the study folder whose existence means its first job has run.
 _STARTED_BY = ("targets", "runs.json", "split.json", "trials", "optuna.journal")

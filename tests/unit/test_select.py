@@ -19,7 +19,7 @@ from octopi.search.trial_configs import TRIAL_CONFIG_NAME
 WORKFLOW = WorkflowConfig(
     data=DataConfig(configs=[CopickSource(path="unused/copick.json")]),
     training=TrainingConfig(num_epochs=3, val_interval=1),
-    search=SearchConfig(num_trials=8, study_name="select", pruner="none"),
+    search=SearchConfig(num_trials=8, study_name="select", pruner="none", ensemble_size=0),
 )
 SPACE = {"dim_in": [32, 48], "batch_size": [1, 2], "base_channel": [4, 8]}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -30,13 +30,12 @@ from octopi.config import (
     "--model-config",
     required=True,
     type=click.Path(path_type=Path),
-    help="The model's model_config.yaml (its calibration is replaced).",
+    help="The model's model_config.yaml, or an ensemble folder (its calibration is replaced).",
 )
 @click.option(
     "--model-weights",
-    required=True,
     type=click.Path(path_type=Path),
-    help="The model's weights (best_model_weights.pth).",
+    help="The model's weights (best_model_weights.pth; none for an ensemble folder).",
 )
 @click.option(
     "--run-ids",
@@ -76,6 +75,7 @@ def calibrate(
     smallest kept region that maximise that class's F-beta, written into model_config.yaml;
     `octopi segment` stores them with the probabilities and `octopi localize` uses them."""
     from octopi.evaluation.calibrate_runs import calibrate_model_on_runs
+    from octopi.inference.ensemble_folder import EnsembleCard, ensemble_file
 
     evaluation = build(EvaluationConfig, beta=beta)
     settings = build(
@@ -86,16 +86,21 @@ def calibrate(
     card, calibration = calibrate_model_on_runs(
         [CopickSource.parse(text) for text in configs],
         split_csv(run_ids),
-        model_config,
-        model_weights,
+        [model_config],
+        [model_weights] if model_weights else [],
         ground_truth=PickSpec.parse(gt_info) if gt_info else PickSpec(),
         localize_settings=settings,
         evaluation=evaluation,
         inference=InferenceConfig(),
         device=device,
     )
-    target = Path(output or model_config)
-    card.model_copy(update={"calibration": calibration}).save(target)
+    ensemble = ensemble_file(model_config)
+    if ensemble is not None:  # the ensemble's own card: its members' cards stay as they are
+        target = Path(output or ensemble)
+        EnsembleCard.load(ensemble).model_copy(update={"calibration": calibration}).save(target)
+    else:
+        target = Path(output or model_config)
+        card.model_copy(update={"calibration": calibration}).save(target)
     click.echo(format_calibration(calibration))
     click.echo(f"calibration → {target}")
 

@@ -56,12 +56,8 @@ def _name_values(what: str) -> Callable[[click.Context, click.Parameter, str | N
 
 @click.command()
 @config_option
-@click.option(
-    "--model-config", required=True, help="model_config.yaml file(s), comma-separated (ensemble)."
-)
-@click.option(
-    "--model-weights", required=True, help="Weight file(s), comma-separated, one per config."
-)
+@click.option("--model-config", required=True, help="model_config.yaml(s), or an ensemble folder.")
+@click.option("--model-weights", help="Weight file(s), one per config (none for a folder).")
 @click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: the model's]")
 @click.option("--tomo-alg", help="Tomogram algorithm.  [default: the model's first]")
 @click.option("--run-ids", help="Runs to segment, comma-separated.  [default: all]")
@@ -135,7 +131,7 @@ def segment(
     sources = _sources(configs)
     seg_target = TargetSpec.parse(seg_info) if seg_info else DEFAULT_SEGMENTATION_TARGET
     model_configs = _paths(model_config, "--model-config")
-    weights = _paths(model_weights, "--model-weights")
+    weights = _paths(model_weights, "--model-weights") if model_weights else []
     summary = segment_runs(
         sources,
         split_csv(run_ids),

@@ -55,22 +55,9 @@ def load_workflow(study_dir: Path, study_config: Path | None):
 
 def load_split(path: Path):
     """The :class:`~octopi.data.split.RunSplit` of a ``split.json`` from ``octopi split-runs``."""
-    from octopi.data.split import RunSplit
-    from octopi.errors import InputError, MissingInputError
-    from octopi.input_files import read_json_file
+    from octopi.data.split import read_split
 
-    if not path.is_file():
-        raise MissingInputError(
-            f"run split {path} not found; make it with `octopi split-runs --output {path}` "
-            "or pass --split"
-        )
-    data = read_json_file(path, "run split")
-    keys = ("train", "validate", "test", "seed", "ratios")
-    data = data if isinstance(data, dict) else {}
-    missing = [key for key in ("train", "validate") if key not in data]
-    if missing:
-        raise InputError(f"{path} lacks {', '.join(missing)}: not a split.json of split-runs")
-    return RunSplit.from_dict({key: data[key] for key in keys if key in data})
+    return read_split(path)
 
 
 @click.command("explore-trial")
@@ -159,7 +146,21 @@ def _report_trial(result: SlotResult, command_seconds: float) -> None:
                 f"{k} {v:.1f}/{cpu.get(k, 0.0):.1f}" for k, v in result.seconds_phases.items()
             )
         )
+    _report_calibration(Path(result.trial_dir) / "model_config.yaml")
     click.echo(f"result: {Path(result.trial_dir) / 'result.json'}")
+
+
+def _report_calibration(model_config: Path) -> None:
+    """One line: the validation F-beta of the trial's model from labels and calibrated."""
+    from octopi.models.model_card import ModelCard
+
+    calibration = ModelCard.load(model_config).calibration if model_config.is_file() else None
+    if calibration is not None:
+        weighted = calibration.weighted_fbeta
+        click.echo(
+            f"calibrated picking (validation weighted F{calibration.beta:g}): labels "
+            f"{weighted['labels']:.4f} → calibrated {weighted['calibrated']:.4f}"
+        )
 
 
 @click.command("select-best")
@@ -181,6 +182,14 @@ def select_best(study_dir, study_config, tracking_uri):
     click.echo(f"model: {summary.best_dir}; table: {summary.trials_csv}")
     for name, outcome in summary.plots.items():
         click.echo(f"plot {name}: {outcome}")
+    if summary.ensemble is not None:
+        ensemble = summary.ensemble
+        weighted = ensemble["validation_weighted_fbeta"]
+        calibrated = f"; calibrated validation F {weighted['calibrated']:.4f}" if weighted else ""
+        click.echo(
+            f"ensemble of slots {', '.join(map(str, ensemble['slots']))}: "
+            f"{ensemble['folder']}{calibrated}"
+        )
 
 
 @click.command("evaluate-test")
@@ -217,3 +226,9 @@ def evaluate_test(study_dir, study_config, split) -> None:
         f"{metrics['best_metric_value']:.4f}, weighted F{metrics['beta']:g} = "
         f"{metrics['weighted_fbeta']:.4f} → {study_dir / METRICS_PATH}"
     )
+    if metrics.get("ensemble"):
+        ensemble = metrics["ensemble"]
+        click.echo(
+            f"ensemble: {ensemble['best_metric']} = {ensemble['best_metric_value']:.4f}, "
+            f"weighted F{ensemble['beta']:g} = {ensemble['weighted_fbeta']:.4f}"
+        )

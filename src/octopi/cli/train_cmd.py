@@ -182,6 +182,12 @@ def train(output, model_config, model_weights, tracking_uri, gt_info, **values):
             f"best {result.best_metric_name} {result.best_metric:.4f} at epoch "
             f"{result.best_epoch} of {result.epochs_completed}{stop}"
         )
+    if result.calibration:
+        from octopi.cli.calibrate_cmd import format_calibration
+        from octopi.models.model_card import Calibration
+
+        click.echo("calibrated picking on the validation runs:")
+        click.echo(format_calibration(Calibration.model_validate(result.calibration)))
     click.echo(f"model: {result.paths['model_config']} + {result.paths['best_weights']}")
 
 

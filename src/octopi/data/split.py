@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from octopi.config import DataConfig
 from octopi.data.copick_io import CopickDataError, CopickProjects
-from octopi.errors import InputError
+from octopi.errors import InputError, MissingInputError
+from octopi.input_files import read_json_file
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,23 @@ class RunSplit:
     @classmethod
     def from_dict(cls, data: dict) -> RunSplit:
         return cls(**data)
+
+
+def read_split(path: Path) -> RunSplit:
+    """The split of a ``split.json`` from ``octopi split-runs``; a one-line error when it is
+    missing or not one."""
+    if not path.is_file():
+        raise MissingInputError(
+            f"run split {path} not found; make it with `octopi split-runs --output {path}` "
+            "or pass --split"
+        )
+    data = read_json_file(path, "run split")
+    keys = ("train", "validate", "test", "seed", "ratios")
+    data = data if isinstance(data, dict) else {}
+    missing = [key for key in ("train", "validate") if key not in data]
+    if missing:
+        raise InputError(f"{path} lacks {', '.join(missing)}: not a split.json of split-runs")
+    return RunSplit.from_dict({key: data[key] for key in keys if key in data})
 
 
 def discover_runs(projects: CopickProjects, data: DataConfig) -> Discovery:

@@ -30,8 +30,8 @@ from octopi.models.model_card import Calibration, ModelCard
 def calibrate_model_on_runs(
     sources: Sequence[CopickSource],
     run_ids: Sequence[str] | None,
-    model_config: str | Path,
-    weights: str | Path,
+    model_configs: Sequence[str | Path],
+    weights: Sequence[str | Path],
     ground_truth: PickSpec = PickSpec(),
     localize_settings: LocalizeConfig = LocalizeConfig(),
     evaluation: EvaluationConfig = EvaluationConfig(),
@@ -39,19 +39,23 @@ def calibrate_model_on_runs(
     device: str | None = None,
     show_progress: bool = True,
 ) -> tuple[ModelCard, Calibration]:
-    """Calibrate the model of ``model_config`` + ``weights`` on ``run_ids`` (default: every
-    run with ``ground_truth`` picks of the model's classes). Returns the card and its new
-    calibration; raises before any segmentation on bad input."""
+    """Calibrate the model of ``model_configs`` + ``weights`` (several: an ensemble, its
+    probabilities averaged; or an ensemble folder as the only config and no weights) on
+    ``run_ids`` (default: every run with ``ground_truth`` picks of the model's classes).
+    Returns the (first) card and the calibration; raises before any segmentation on bad
+    input."""
     from tqdm.auto import tqdm
 
     from octopi.data.normalise import normalise_tomogram
     from octopi.inference.ensemble import load_ensemble
+    from octopi.inference.ensemble_folder import resolve_model_files
     from octopi.inference.segment import ProbabilityVolume, segment_volume
     from octopi.inference.stages import check_classes_in_project
     from octopi.runtime import select_device
 
+    files = resolve_model_files(model_configs, weights)
     torch_device = select_device(device)
-    card, models = load_ensemble([model_config], [weights], torch_device)
+    card, models = load_ensemble(files.model_configs, files.weights, torch_device)
     projects = CopickProjects(sources)
     check_classes_in_project(card, projects.objects())
     names = {c.name for c in card.classes}

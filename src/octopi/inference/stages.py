@@ -27,7 +27,7 @@ from octopi.errors import InputError
 if TYPE_CHECKING:
     import torch
 
-    from octopi.models.model_card import ModelCard
+    from octopi.models.model_card import Calibration, ModelCard
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,13 @@ def segment_runs(
     Everything is checked before the first segmentation is written.
     """
     from octopi.inference.ensemble import load_ensemble
+    from octopi.inference.ensemble_folder import resolve_model_files
     from octopi.runtime import select_device
 
+    files = resolve_model_files(model_configs, weights)
+    model_configs = files.model_configs
     torch_device = select_device(device)
-    card, models = load_ensemble(model_configs, weights, torch_device)
+    card, models = load_ensemble(model_configs, files.weights, torch_device)
     voxel_size = card.voxel_size_angstrom if voxel_size_angstrom is None else voxel_size_angstrom
     algorithm = tomo_algorithm or card.tomo_algorithms[0]
     window = settings.window_size or card.dim_in
@@ -141,7 +144,9 @@ def segment_runs(
     refs = resolve_runs(projects, run_ids)
     for ref in refs:
         projects.tomogram_shape(ref, voxel_size, algorithm)  # raises, listing what is there
-    segmenter = _Segmenter(card, models, window, settings, torch_device, show_progress)
+    segmenter = _Segmenter(
+        card, models, window, settings, torch_device, show_progress, files.calibration
+    )
     where = _SegmentTarget(projects, voxel_size, algorithm, seg_target)
     runs = {ref.key: _segment_run(segmenter, where, ref) for ref in refs}
     return SegmentSummary(
@@ -165,16 +170,21 @@ class _Segmenter:
     settings: InferenceConfig
     device: torch.device
     show_progress: bool
+    ensemble_calibration: Calibration | None = None
 
     @property
     def calibration(self) -> dict[str, dict[str, float]] | None:
-        """The card's calibrated picking settings, stored with the probabilities for localize:
-        only for a single model (an ensemble's average was not calibrated with them)."""
-        if self.card.calibration is None or len(self.models) != 1:
+        """The calibrated picking settings stored with the probabilities for localize: an
+        ensemble folder's, else a single model's card's (models given one by one were not
+        calibrated together)."""
+        calibration = self.ensemble_calibration
+        if calibration is None and len(self.models) == 1:
+            calibration = self.card.calibration
+        if calibration is None:
             return None
         return {
             name: {"threshold": c.threshold, "min_size_fraction": c.min_size_fraction}
-            for name, c in self.card.calibration.classes.items()
+            for name, c in calibration.classes.items()
         }
 
 

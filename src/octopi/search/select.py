@@ -2,10 +2,11 @@
 
 Picks the best COMPLETE trial by the study metric (ties → the lower slot), copies its model
 into ``<study_dir>/best/`` (``model_config.yaml``, ``best_model_weights.pth``,
-``summary.json``), writes ``<study_dir>/trials.csv`` (one row per trial) and the study plots
-in ``<study_dir>/plots/``, completes every trial's MLflow run from the trial's files (what a
-server outage made it miss, :mod:`octopi.search.tracking_sync`) and closes the study's MLflow
-parent run with the best result.
+``summary.json``), builds the top-k ensemble ``<study_dir>/best_ensemble/``
+(:mod:`octopi.search.ensemble`), writes ``<study_dir>/trials.csv`` (one row per trial) and
+the study plots in ``<study_dir>/plots/``, completes every trial's MLflow run from the
+trial's files (what a server outage made it miss, :mod:`octopi.search.tracking_sync`) and
+closes the study's MLflow parent run with the best result.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from octopi import tracking
 from octopi.config import WorkflowConfig
+from octopi.data.split import RunSplit, read_split
 from octopi.errors import InputError, MissingInputError
 from octopi.io_utils import atomic_path, atomic_write_json, atomic_write_text
+from octopi.search.ensemble import build_study_ensemble, ranked
 from octopi.search.plots import write_study_plots
 from octopi.search.slots import trial_dir
 from octopi.search.storage import StudyMismatchError, load_study
@@ -59,6 +62,7 @@ class BestSummary:
     best_dir: str
     trials_csv: str
     plots: dict[str, str] = field(default_factory=dict)
+    ensemble: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +71,8 @@ class BestSummary:
 def select_best(
     study_dir: str | Path, workflow: WorkflowConfig, tracking_uri: str | None = None
 ) -> BestSummary:
-    """Select the study's best trial and write ``best/``, ``trials.csv`` and ``plots/``.
+    """Select the study's best trial and write ``best/``, ``trials.csv`` and ``plots/``, and
+    the top-k ensemble ``best_ensemble/`` (:mod:`octopi.search.ensemble`).
 
     Raises ``FileNotFoundError`` without a study or without the best trial's model files,
     :class:`~octopi.search.storage.StudyMismatchError` when the study was made for another
@@ -79,34 +84,17 @@ def select_best(
     _check_study(study, study_dir, workflow)
     trials = study.get_trials(deepcopy=False)
     counts = dict(Counter(t.state.name for t in trials))
-    slotted = [t for t in trials if "slot" in t.user_attrs]
-    complete = [t for t in slotted if t.state == TrialState.COMPLETE and t.value is not None]
-    if not complete:
-        shown = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
-        raise InputError(
-            f"no COMPLETE trial in the study of {study_dir} ({shown}); run more slots with "
-            "`octopi explore-trial` (a pruned or failed trial has no usable model)"
-        )
-    best = max(complete, key=lambda t: (t.value, -int(t.user_attrs["slot"])))
+    complete = _complete_trials(trials, counts, study_dir)
+    best = ranked(complete)[0]
     slot = int(best.user_attrs["slot"])
-    source = trial_dir(study_dir, slot)
-    missing = [name for name in MODEL_FILES if not (source / name).is_file()]
-    if missing:
-        raise MissingInputError(
-            f"the best trial (slot {slot}, trial {best.number}) has no {', '.join(missing)} in "
-            f"{source}; rerun `octopi explore-trial --slot {slot}` to restore it"
-        )
-
-    best_dir = study_dir / BEST_DIR
-    for name in MODEL_FILES:
-        with atomic_path(best_dir / name) as temp:
-            shutil.copyfile(source / name, temp)
-    trial_config = _trial_config(source)
+    source = _copy_best_model(study_dir, best)
     csv_path = study_dir / TRIALS_CSV
     atomic_write_text(csv_path, trials_table(trials))
     plots = write_study_plots(
         study, metric, source / "epochs.csv", study_dir / PLOTS_DIR, f"best trial (slot {slot})"
     )
+    ensemble = build_study_ensemble(study_dir, workflow, complete, _split(study_dir))
+    trial_config = _trial_config(source)
     summary = BestSummary(
         study_name=study.study_name,
         model_type=str(study.user_attrs.get("model_type", workflow.search.model_type)),
@@ -119,15 +107,53 @@ def select_best(
         architecture=trial_config.get("architecture"),
         training=trial_config.get("training"),
         trial_counts=counts,
-        best_dir=str(best_dir),
+        best_dir=str(study_dir / BEST_DIR),
         trials_csv=str(csv_path),
         plots=plots,
+        ensemble=None if ensemble is None else ensemble.to_dict(),
     )
-    atomic_write_json(best_dir / "summary.json", summary.to_dict())
+    atomic_write_json(study_dir / BEST_DIR / "summary.json", summary.to_dict())
     uri = tracking_uri or workflow.tracking.uri or tracking.default_tracking_uri(study_dir)
     parent = sync_study(study_dir, uri, study.study_name, metric, trials)
     _close_parent_run(study_dir, uri, parent, summary)
     return summary
+
+
+def _complete_trials(
+    trials: list[FrozenTrial], counts: dict[str, int], study_dir: Path
+) -> list[FrozenTrial]:
+    """The study's COMPLETE trials with a slot and a value; InputError when there are none."""
+    slotted = [t for t in trials if "slot" in t.user_attrs]
+    complete = [t for t in slotted if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        shown = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials"
+        raise InputError(
+            f"no COMPLETE trial in the study of {study_dir} ({shown}); run more slots with "
+            "`octopi explore-trial` (a pruned or failed trial has no usable model)"
+        )
+    return complete
+
+
+def _copy_best_model(study_dir: Path, best: FrozenTrial) -> Path:
+    """Copy the best trial's model files into ``best/``; returns the trial's folder."""
+    slot = int(best.user_attrs["slot"])
+    source = trial_dir(study_dir, slot)
+    missing = [name for name in MODEL_FILES if not (source / name).is_file()]
+    if missing:
+        raise MissingInputError(
+            f"the best trial (slot {slot}, trial {best.number}) has no {', '.join(missing)} in "
+            f"{source}; rerun `octopi explore-trial --slot {slot}` to restore it"
+        )
+    for name in MODEL_FILES:
+        with atomic_path(study_dir / BEST_DIR / name) as temp:
+            shutil.copyfile(source / name, temp)
+    return source
+
+
+def _split(study_dir: Path) -> RunSplit | None:
+    """The study's run split (``split.json``), for calibrating the ensemble; None if absent."""
+    path = study_dir / "split.json"
+    return read_split(path) if path.is_file() else None
 
 
 def _check_study(study: optuna.Study, study_dir: Path, workflow: WorkflowConfig) -> None:
