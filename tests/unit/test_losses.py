@@ -78,19 +78,24 @@ def test_tversky_beta_defaults_to_one_minus_alpha() -> None:
     assert tversky_beta(LossConfig(tversky_alpha=0.3, tversky_beta=0.4)) == 0.4
 
 
-def test_focal_tversky_matches_the_formula() -> None:
-    logits = torch.randn((1, 2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
-    labels = (torch.rand((1, 1, 4, 4, 4), generator=torch.Generator().manual_seed(2)) > 0.5).long()
-    alpha, beta, gamma = 0.3, 0.7, 2.0
-    p = torch.softmax(logits, 1)
-    onehot = torch.cat([1 - labels, labels], 1).float()
-    dims = [0, 2, 3, 4]
-    tp, fp = (p * onehot).sum(dims), (p * (1 - onehot)).sum(dims)
-    fn = ((1 - p) * onehot).sum(dims)
-    index = (tp + 1e-5) / (tp + alpha * fp + beta * fn + 1e-5)
-    expected = ((1 - index) ** (1 / gamma)).mean()
+@pytest.mark.parametrize("gamma", [1.0, 2.0, 4.0 / 3.0])
+def test_focal_tversky_agrees_with_monais_tversky_index(gamma: float) -> None:
+    """MONAI computes the per-class Tversky loss 1 - TI_c (background included, counts
+    summed over the batch); ours must be the mean over classes of that to the power 1/gamma
+    (gamma 1: MONAI's Tversky loss itself)."""
+    from monai.losses import TverskyLoss
+
+    logits = torch.randn((2, 3, 6, 6, 6), generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(0, 3, (2, 1, 6, 6, 6), generator=torch.Generator().manual_seed(2))
+    alpha, beta = 0.3, 0.7
+    monai_per_class = TverskyLoss(
+        include_background=True, to_onehot_y=True, softmax=True, alpha=alpha, beta=beta,
+        batch=True, reduction="none", smooth_nr=1e-5, smooth_dr=1e-5,
+    )(logits, labels).flatten()  # fmt: skip
+    assert monai_per_class.numel() == 3
+    expected = (monai_per_class ** (1.0 / gamma)).mean()
     got = FocalTverskyLoss(alpha, beta, gamma)(logits, labels)
-    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(got, expected, atol=1e-6), (got, expected)
 
 
 def test_class_weights_are_inverse_frequency_averaging_one() -> None:

@@ -122,8 +122,18 @@ def test_plots_are_written(selected) -> None:
     )
     for name in written:
         assert (mixed_study / "plots" / name).read_bytes()[:8] == PNG_MAGIC
-    outcome = summary.plots["importances"]
-    assert outcome == "param_importances.png" or outcome.startswith("skipped: ")
+    # Three COMPLETE trials with two distinct values: the importances can and must be drawn.
+    assert summary.plots["importances"] == "param_importances.png"
+    assert "param_importances.png" in written
+
+
+def test_importances_are_skipped_when_every_value_is_the_same(tmp_path: Path) -> None:
+    study = open_study(tmp_path, WORKFLOW.search, "avg_f1")
+    for slot in (0, 1, 2):
+        add_trial(tmp_path, study, slot, TrialState.COMPLETE, 0.4)
+    summary = select_best(tmp_path, WORKFLOW, tracking_uri="none")
+    assert summary.plots["importances"] == "skipped: every complete trial has avg_f1 0.4"
+    assert not (tmp_path / "plots" / "param_importances.png").exists()
 
 
 def test_importances_are_skipped_with_a_note_for_one_complete_trial(tmp_path: Path) -> None:

@@ -276,6 +276,38 @@ def score(
     ValueError for a run in ``picks`` but not in ``ground_truth``, or for non-empty positions of a
     class not in ``radii_angstrom``. ``class_weights`` defaults to :data:`CZII_CLASS_WEIGHTS`.
     """
+    _check_arguments(picks, ground_truth, radii_angstrom, distance_fraction, beta)
+    weights = CZII_CLASS_WEIGHTS if class_weights is None else class_weights
+    empty = np.zeros((0, 3))
+    per_run: dict[str, dict[str, ClassCounts]] = {}
+    per_class = {name: ClassCounts() for name in radii_angstrom}
+    for run in ground_truth:
+        run_picks, run_truth = picks.get(run, {}), ground_truth[run]
+        per_run[run] = {}
+        for name, radius in radii_angstrom.items():
+            counts = match_points(
+                run_picks.get(name, empty), run_truth.get(name, empty), distance_fraction * radius
+            )
+            per_run[run][name] = counts
+            per_class[name] = per_class[name] + counts
+
+    return ScoreReport(
+        per_class=per_class,
+        per_run=per_run,
+        beta=float(beta),
+        class_weights={name: float(weights.get(name, 1.0)) for name in radii_angstrom},
+        distance_fraction=float(distance_fraction),
+    )
+
+
+def _check_arguments(
+    picks: Mapping[str, Mapping[str, np.ndarray]],
+    ground_truth: Mapping[str, Mapping[str, np.ndarray]],
+    radii_angstrom: Mapping[str, float],
+    distance_fraction: float,
+    beta: float,
+) -> None:
+    """The ValueErrors :func:`score` documents, before anything is counted."""
     if not radii_angstrom:
         raise ValueError("radii_angstrom is empty; give the radius in Å of every scored class")
     for name, radius in radii_angstrom.items():
@@ -300,25 +332,3 @@ def score(
                         f"{source} of run {run!r} has positions of class {name!r}, which has no "
                         f"radius; known classes: {sorted(radii_angstrom)}"
                     )
-
-    weights = CZII_CLASS_WEIGHTS if class_weights is None else class_weights
-    empty = np.zeros((0, 3))
-    per_run: dict[str, dict[str, ClassCounts]] = {}
-    per_class = {name: ClassCounts() for name in radii_angstrom}
-    for run in ground_truth:
-        run_picks, run_truth = picks.get(run, {}), ground_truth[run]
-        per_run[run] = {}
-        for name, radius in radii_angstrom.items():
-            counts = match_points(
-                run_picks.get(name, empty), run_truth.get(name, empty), distance_fraction * radius
-            )
-            per_run[run][name] = counts
-            per_class[name] = per_class[name] + counts
-
-    return ScoreReport(
-        per_class=per_class,
-        per_run=per_run,
-        beta=float(beta),
-        class_weights={name: float(weights.get(name, 1.0)) for name in radii_angstrom},
-        distance_fraction=float(distance_fraction),
-    )

@@ -95,23 +95,7 @@ def plan_training(
     import torch
 
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputExistsError(f"--output {output_dir} exists and is not a folder; choose another")
-    if (init_card is None) != (init_weights is None):
-        raise InputError(
-            "fine-tuning needs both --model-config and --model-weights (a model_config.yaml "
-            "and its best_model_weights.pth from an earlier training)"
-        )
-    if (
-        init_card is not None
-        and architecture is not None
-        and architecture != init_card.architecture
-    ):
-        raise InputError(
-            "fine-tuning takes the architecture from --model-config; drop the architecture "
-            "options (--model-type, --channels, --strides, --res-units)"
-        )
-
+    _check_request(output_dir, architecture, init_card, init_weights)
     data = _absolute_paths(data)
     projects = CopickProjects(data.configs)
     usable = discover_runs(projects, data).usable
@@ -119,20 +103,7 @@ def plan_training(
         split = split_runs(usable, data, projects)
     _check_split(split, usable, data)
     classes = project_classes(projects)
-
-    if init_card is not None:
-        check_fine_tuning(init_card, classes, data.voxel_size_angstrom, training.dim_in)
-        architecture = init_card.architecture
-    card = ModelCard(
-        architecture=architecture or UnetConfig(),
-        dim_in=training.dim_in,
-        classes=classes,
-        voxel_size_angstrom=data.voxel_size_angstrom,
-        tomo_algorithms=list(data.tomo_algorithms),
-        target=data.target,
-        **({"normalisation": init_card.normalisation} if init_card is not None else {}),
-    )
-    check_patch_size(card)
+    card = _model_card(data, training, architecture, classes, init_card)
 
     with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed alone
         torch.manual_seed(training.seed)
@@ -153,6 +124,56 @@ def plan_training(
     ground_truth = load_ground_truth(projects, split.validate, classes, data)
     checkpoint = check_output_dir(output_dir, config.model_dump(mode="json"))
     return TrainingPlan(projects, split, card, model, config, ground_truth, checkpoint)
+
+
+def _check_request(
+    output_dir: Path,
+    architecture: ModelArchitecture | None,
+    init_card: ModelCard | None,
+    init_weights: Path | None,
+) -> None:
+    """Refuse an output that is a file and half-given or contradictory fine-tuning options."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputExistsError(f"--output {output_dir} exists and is not a folder; choose another")
+    if (init_card is None) != (init_weights is None):
+        raise InputError(
+            "fine-tuning needs both --model-config and --model-weights (a model_config.yaml "
+            "and its best_model_weights.pth from an earlier training)"
+        )
+    if (
+        init_card is not None
+        and architecture is not None
+        and architecture != init_card.architecture
+    ):
+        raise InputError(
+            "fine-tuning takes the architecture from --model-config; drop the architecture "
+            "options (--model-type, --channels, --strides, --res-units)"
+        )
+
+
+def _model_card(
+    data: DataConfig,
+    training: TrainingConfig,
+    architecture: ModelArchitecture | None,
+    classes: list[ClassInfo],
+    init_card: ModelCard | None,
+) -> ModelCard:
+    """The card of the network to train: a new one, or the fine-tuned card's architecture
+    and normalisation (checked against this data)."""
+    if init_card is not None:
+        check_fine_tuning(init_card, classes, data.voxel_size_angstrom, training.dim_in)
+        architecture = init_card.architecture
+    card = ModelCard(
+        architecture=architecture or UnetConfig(),
+        dim_in=training.dim_in,
+        classes=classes,
+        voxel_size_angstrom=data.voxel_size_angstrom,
+        tomo_algorithms=list(data.tomo_algorithms),
+        target=data.target,
+        **({"normalisation": init_card.normalisation} if init_card is not None else {}),
+    )
+    check_patch_size(card)
+    return card
 
 
 def _resolve(path: Path | None) -> Path | None:

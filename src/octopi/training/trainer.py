@@ -140,19 +140,12 @@ def train_model(
     ``output_dir`` holding a run of other settings raises ``FileExistsError``.
     """
     output_dir = Path(output_dir)
+    settings = {"inference": inference, "localize": localize, "evaluation": evaluation}
+    fine_tune = {"init_card": init_card, "init_weights": init_weights}
     plan = plan_training(
-        data,
-        training,
-        architecture,
-        output_dir,
-        inference=inference,
-        localize=localize,
-        evaluation=evaluation,
-        split=split,
-        init_card=init_card,
-        init_weights=init_weights,
-        init_card_path=init_card_path,
-    )
+        data, training, architecture, output_dir, split=split, init_card_path=init_card_path,
+        **settings, **fine_tune,
+    )  # fmt: skip
     paths = {key: output_dir / name for key, name in OUTPUT_FILES.items()}
     if plan.checkpoint is not None and plan.checkpoint.get("finished"):
         # Finished before; calibrate if a stop came between the last epoch and calibration.
