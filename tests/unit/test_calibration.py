@@ -8,7 +8,12 @@ import pytest
 
 from octopi.config import EvaluationConfig, LocalizeConfig
 from octopi.evaluation.calibration import calibrate
-from octopi.inference.localize import LocalizeClass, localize
+from octopi.inference.localize import (
+    LocalizeClass,
+    localize,
+    localize_channel,
+    localize_channel_min_sizes,
+)
 from octopi.models.model_card import ModelCard
 
 VOXEL = 10.0
@@ -126,3 +131,26 @@ def test_runs_without_ground_truth_are_refused():
     probabilities, _ = constructed_volume()
     with pytest.raises(ValueError, match="missing"):
         calibrate({"run": probabilities}, {}, [CLASS], VOXEL, SETTINGS, EVALUATION)
+
+
+@pytest.mark.parametrize("method", ["peaks", "components"])
+def test_all_minimum_sizes_at_once_equal_one_at_a_time(method):
+    """Calibration labels each threshold once for all minimum sizes; the picks must be exactly
+    those of localize_channel with each size: smoothed noise gives blobs of every size, touching
+    ones (split by peaks) and ones between one and two minimum sizes (not split)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    channel = ndi.gaussian_filter(rng.normal(size=(40, 48, 48)), 2.0)
+    channel = (channel - channel.min()) / (channel.max() - channel.min())
+    sizes = [0.3, 0.01, 0.1, 0.05, 0.2]
+    settings = LocalizeConfig(method=method, score_threshold=0.6, max_foreground_fraction=None)
+    together = localize_channel_min_sizes(channel, CLASS, VOXEL, settings, sizes)
+    counts = []
+    for size, picks in zip(sizes, together, strict=True):
+        one = settings.model_copy(update={"per_class_min_size_fraction": {CLASS.name: size}})
+        alone = localize_channel(channel, CLASS, VOXEL, one)
+        np.testing.assert_array_equal(picks.centers_voxel, alone.centers_voxel)
+        np.testing.assert_array_equal(picks.scores, alone.scores)
+        counts.append(len(alone))
+    assert counts[1] > counts[2] > counts[0] > 0  # the sizes matter on this volume

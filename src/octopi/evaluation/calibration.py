@@ -22,7 +22,12 @@ import numpy as np
 
 from octopi.config import EvaluationConfig, LocalizeConfig
 from octopi.evaluation.scoring import ClassCounts, ScoreReport, match_points
-from octopi.inference.localize import ClassPicks, LocalizeClass, localize, localize_channel
+from octopi.inference.localize import (
+    ClassPicks,
+    LocalizeClass,
+    localize,
+    localize_channel_min_sizes,
+)
 from octopi.models.model_card import Calibration, ClassCalibration
 
 __all__ = ["calibrate"]
@@ -134,27 +139,24 @@ def _best_candidate(
     beta: float,
 ) -> _Candidate:
     """The (threshold, minimum size) of the grids with the highest F-beta of ``cls``; ties go
-    to the higher threshold, then the larger minimum size (tried first)."""
-    best: _Candidate | None = None
-    pairs = [
-        (threshold, min_size)
-        for threshold in sorted(settings.calibration_thresholds, reverse=True)
-        for min_size in sorted(settings.calibration_min_size_fractions, reverse=True)
-    ]
+    to the higher threshold, then the larger minimum size. Each (run, threshold) is labelled
+    once for all minimum sizes (:func:`localize_channel_min_sizes`)."""
+    thresholds = sorted(set(settings.calibration_thresholds), reverse=True)
+    min_sizes = sorted(set(settings.calibration_min_size_fractions), reverse=True)
+    counts = {(t, m): ClassCounts() for t in thresholds for m in min_sizes}
     with warnings.catch_warnings():  # low thresholds flood weak classes: no picks, no warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        for threshold, min_size in pairs:
-            trial = settings.model_copy(
-                update={
-                    "per_class_threshold": {cls.name: threshold},
-                    "per_class_min_size_fraction": {cls.name: min_size},
-                }
-            )
-            counts = ClassCounts()
+        for threshold in thresholds:
+            trial = settings.model_copy(update={"per_class_threshold": {cls.name: threshold}})
             for run, volume in probabilities.items():
-                picks = localize_channel(volume[cls.label], cls, voxel_size_angstrom, trial)
-                counts += matcher.counts(picks, run, cls)
-            if best is None or counts.fbeta(beta) > best.counts.fbeta(beta):
-                best = _Candidate(threshold, min_size, counts)
+                picks_by_size = localize_channel_min_sizes(
+                    volume[cls.label], cls, voxel_size_angstrom, trial, min_sizes
+                )
+                for min_size, picks in zip(min_sizes, picks_by_size, strict=True):
+                    counts[threshold, min_size] += matcher.counts(picks, run, cls)
+    best: _Candidate | None = None
+    for (threshold, min_size), total in counts.items():  # higher threshold, larger size first
+        if best is None or total.fbeta(beta) > best.counts.fbeta(beta):
+            best = _Candidate(threshold, min_size, total)
     assert best is not None  # the grids are never empty (config validation)
     return best

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import watershed
 
 from octopi.config import LocalizeConfig
 from octopi.inference.blocks import block_counts_of_indices, block_counts_of_mask, coarse_boxes
-from octopi.inference.centers import fit_sphere_center, greedy_separate
+from octopi.inference.centers import greedy_separate
+from octopi.inference.regions import region_center, split_component
 
 __all__ = [
     "ClassPicks",
@@ -30,6 +30,7 @@ __all__ = [
     "class_threshold",
     "localize",
     "localize_channel",
+    "localize_channel_min_sizes",
 ]
 
 # Label volumes with at most this foreground fraction are indexed sparsely (one pass for all
@@ -72,16 +73,37 @@ class _Scale:
     separation_voxel: float
 
     @classmethod
-    def of(cls, name: str, radius_voxel: float, settings: LocalizeConfig) -> _Scale:
+    def of(cls, radius_voxel: float, settings: LocalizeConfig, min_size_fraction: float) -> _Scale:
         sphere = 4.0 / 3.0 * math.pi * radius_voxel**3
         max_size, max_component = settings.max_size_fraction, settings.max_component_fraction
         return cls(
             sphere_voxels=sphere,
-            min_voxels=class_min_size_fraction(name, settings) * sphere,
+            min_voxels=min_size_fraction * sphere,
             max_voxels=math.inf if max_size is None else max_size * sphere,
             max_component_voxels=math.inf if max_component is None else max_component * sphere,
             separation_voxel=settings.min_separation_fraction * radius_voxel,
         )
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """What one connected component of ``size`` voxels gives at any minimum size: ``whole``,
+    its (centre (3,), score) as one pick (None when above the maximum size or not needed);
+    ``parts``, the (centre, score, voxel count) of the regions it splits into (None: not
+    split). Centres are voxel (z, y, x) of the volume."""
+
+    size: int
+    whole: tuple[np.ndarray, float] | None
+    parts: list[tuple[np.ndarray, float, int]] | None
+
+    def picks(self, min_voxels: float, method: str) -> list[tuple[np.ndarray, float]]:
+        """The (centre, score) picks of this component when regions below ``min_voxels``
+        are dropped: none, the whole component, or the parts of its split."""
+        if self.size < min_voxels:
+            return []
+        if method == "components" or self.size < 2 * min_voxels:
+            return [] if self.whole is None else [self.whole]
+        return [(center, value) for center, value, n in self.parts or [] if n >= min_voxels]
 
 
 def localize(
@@ -117,6 +139,35 @@ def localize_channel(
 ) -> ClassPicks:
     """Picks of one class from its (Z, Y, X) float probability channel (e.g. float16 from
     disk, one class at a time), exactly as :func:`localize` picks it from (C, Z, Y, X)."""
+    channel = _checked_channel(probability, cls, voxel_size_angstrom)
+    return _localize_probability(channel, cls, voxel_size_angstrom, settings)
+
+
+def localize_channel_min_sizes(
+    probability: np.ndarray,
+    cls: LocalizeClass,
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig,
+    min_size_fractions: Sequence[float],
+) -> list[ClassPicks]:
+    """Picks of one class from its (Z, Y, X) float probabilities for each of
+    ``min_size_fractions`` (in that order), each exactly as :func:`localize_channel` with
+    that class's ``per_class_min_size_fraction``; the connected components and their splits
+    are computed once for all (calibration tries many minimum sizes)."""
+    if not min_size_fractions:
+        raise ValueError("min_size_fractions is empty; give at least one")
+    channel = _checked_channel(probability, cls, voxel_size_angstrom)
+    mask = channel >= class_threshold(cls.name, settings)
+    counts = block_counts_of_mask(mask)
+    return _pick_class(
+        cls, mask.shape, counts, mask.__getitem__, channel, voxel_size_angstrom, settings,
+        min_size_fractions,
+    )  # fmt: skip
+
+
+def _checked_channel(
+    probability: np.ndarray, cls: LocalizeClass, voxel_size_angstrom: float
+) -> np.ndarray:
     channel = np.asarray(probability)
     if channel.ndim != 3 or not np.issubdtype(channel.dtype, np.floating):
         raise ValueError(
@@ -124,7 +175,7 @@ def localize_channel(
             f"and dtype {channel.dtype}"
         )
     _validate_classes([cls], voxel_size_angstrom)
-    return _localize_probability(channel, cls, voxel_size_angstrom, settings)
+    return channel
 
 
 def class_threshold(name: str, settings: LocalizeConfig) -> float:
@@ -146,9 +197,11 @@ def _localize_probability(
     probability-weighted centres, mean-probability scores."""
     mask = channel >= class_threshold(cls.name, settings)
     counts = block_counts_of_mask(mask)
+    min_size = [class_min_size_fraction(cls.name, settings)]
     return _pick_class(
-        cls, mask.shape, counts, mask.__getitem__, channel, voxel_size_angstrom, settings
-    )
+        cls, mask.shape, counts, mask.__getitem__, channel, voxel_size_angstrom, settings,
+        min_size,
+    )[0]  # fmt: skip
 
 
 def _localize_labels(
@@ -175,9 +228,10 @@ def _localize_labels(
         else:
             full_mask = volume == cls.label
             counts, mask_of = block_counts_of_mask(full_mask), full_mask.__getitem__
+        min_size = [class_min_size_fraction(cls.name, settings)]
         results[cls.name] = _pick_class(
-            cls, volume.shape, counts, mask_of, None, voxel_size_angstrom, settings
-        )
+            cls, volume.shape, counts, mask_of, None, voxel_size_angstrom, settings, min_size
+        )[0]
     return results
 
 
@@ -189,11 +243,15 @@ def _pick_class(
     channel: np.ndarray | None,
     voxel_size_angstrom: float,
     settings: LocalizeConfig,
-) -> ClassPicks:
-    """Picks of one class from its foreground in a (Z, Y, X) volume of ``shape``: ``counts``
-    per coarse block, ``mask_of(box)`` the bool mask of a box, ``channel`` the (Z, Y, X)
-    probabilities (None for labels)."""
-    scale = _Scale.of(cls.name, cls.radius_angstrom / voxel_size_angstrom, settings)
+    min_size_fractions: Sequence[float],
+) -> list[ClassPicks]:
+    """Picks of one class from its foreground in a (Z, Y, X) volume of ``shape``, one
+    ClassPicks per minimum size (× sphere volume): ``counts`` per coarse block,
+    ``mask_of(box)`` the bool mask of a box, ``channel`` the (Z, Y, X) probabilities (None for
+    labels)."""
+    radius_voxel = cls.radius_angstrom / voxel_size_angstrom
+    scales = [_Scale.of(radius_voxel, settings, fraction) for fraction in min_size_fractions]
+    smallest = min(scales, key=lambda scale: scale.min_voxels)
     cap = settings.max_foreground_fraction
     fraction = float(counts.sum(dtype=np.int64)) / math.prod(shape)
     if cap is not None and fraction > cap:
@@ -203,18 +261,24 @@ def _pick_class(
             RuntimeWarning,
             stacklevel=3,
         )
-        return _separate([], [], scale.separation_voxel)  # empty picks
-    centers, scores = [], []
-    for box, owned in coarse_boxes(counts, shape, scale.min_voxels):
+        return [_separate([], [], scale.separation_voxel) for scale in scales]  # no picks
+    largest_min_voxels = max(scale.min_voxels for scale in scales)
+    candidates: list[_Candidates] = []
+    for box, owned in coarse_boxes(counts, shape, smallest.min_voxels):
         mask = mask_of(box)
         if owned is not None:
             mask = mask & owned
         weights = None if channel is None else channel[box].astype(np.float32, copy=False)
         offset = np.array([s.start for s in box], dtype=np.float64)
-        for center, value in _localize_box(mask, weights, scale, settings.method):
-            centers.append(center + offset)
-            scores.append(value)
-    return _separate(centers, scores, scale.separation_voxel)
+        candidates.extend(
+            _box_candidates(mask, weights, smallest, largest_min_voxels, settings.method, offset)
+        )
+    results = []
+    for scale in scales:
+        picks = [pick for c in candidates for pick in c.picks(scale.min_voxels, settings.method)]
+        centers = [center for center, _ in picks]
+        results.append(_separate(centers, [value for _, value in picks], scale.separation_voxel))
+    return results
 
 
 def _validate(
@@ -270,12 +334,19 @@ def _validate_classes(classes: Sequence[LocalizeClass], voxel_size_angstrom: flo
             raise ValueError(f"label of {cls.name!r} must be an integer >= 1 (0 is background)")
 
 
-def _localize_box(
-    mask: np.ndarray, weights: np.ndarray | None, scale: _Scale, method: str
-) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield (centre (3,) in box voxel coordinates, score) for each particle in one box.
+def _box_candidates(
+    mask: np.ndarray,
+    weights: np.ndarray | None,
+    scale: _Scale,
+    largest_min_voxels: float,
+    method: str,
+    box_offset: np.ndarray,
+) -> Iterator[_Candidates]:
+    """What each connected component of one box can give, for every minimum size from
+    ``scale.min_voxels`` (the smallest) to ``largest_min_voxels``.
 
-    mask: (z, y, x) bool foreground of the box; weights: same-shape probabilities or None.
+    mask: (z, y, x) bool foreground of the box; weights: same-shape probabilities or None;
+    box_offset: (3,) the box's corner in the volume (voxels).
     """
     components, n_components = ndi.label(mask)
     sizes = np.bincount(components.ravel(), minlength=n_components + 1)
@@ -288,86 +359,22 @@ def _localize_box(
     boxes = ndi.find_objects(components, max_label=int(wanted[-1]))
     for index in wanted:
         sub = boxes[index - 1]
+        size = int(sizes[index])
         component = components[sub] == index
         sub_weights = None if weights is None else weights[sub]
-        # Below twice the minimum, at most one part of a split could be kept: don't split.
-        if method == "components" or sizes[index] < 2 * scale.min_voxels:
-            found = []
-            if sizes[index] <= scale.max_voxels:
-                found = [_region_center(component, sub_weights, scale.sphere_voxels)]
-        else:
-            found = _split_component(component, sub_weights, scale)
         offset = np.array([s.start for s in sub], dtype=np.float64)
-        for center, value in found:
-            yield center + offset, value
-
-
-def _region_center(
-    region: np.ndarray, weights: np.ndarray | None, sphere_voxels: float
-) -> tuple[np.ndarray, float]:
-    """(Probability-weighted) centroid of a whole region and its score."""
-    coords = np.argwhere(region).astype(np.float64)
-    if weights is None:
-        return coords.mean(axis=0), float(len(coords) / sphere_voxels)
-    w = weights[region].astype(np.float64)
-    return (coords * w[:, None]).sum(axis=0) / w.sum(), float(w.mean())
-
-
-def _split_component(
-    component: np.ndarray, weights: np.ndarray | None, scale: _Scale
-) -> list[tuple[np.ndarray, float]]:
-    """Split one connected component (bool (z, y, x) crop) at maxima of its distance transform."""
-    padded = np.pad(component, 1)
-    # Cavities (e.g. a few voxels argmax'd to another class inside a particle) would dent the
-    # distance transform and split one particle into several; only the outer surface counts.
-    outside, _ = ndi.label(~padded)
-    solid = outside != outside[0, 0, 0]
-    component = solid[1:-1, 1:-1, 1:-1]
-    # Zero padding makes the box edge count as background, so the distance transform is exact.
-    distance = ndi.distance_transform_edt(solid)[1:-1, 1:-1, 1:-1]
-    separation = scale.separation_voxel
-    # A cube of half-width sep/sqrt(3) lies inside the ball of radius sep, so the filter never
-    # suppresses a maximum that the Euclidean separation rule below would keep.
-    half_width = max(1, int(separation / math.sqrt(3.0)))
-    local_max = ndi.maximum_filter(distance, size=2 * half_width + 1, mode="constant")
-    candidates = np.argwhere((distance == local_max) & component)
-    heights = distance[tuple(candidates.T)]
-    order = np.argsort(-heights, kind="stable")
-    keep = order[greedy_separate(candidates[order].astype(np.float64), separation)]
-    peaks, heights = candidates[keep], heights[keep]
-
-    if len(peaks) == 1:
-        size = int(np.count_nonzero(component))
-        if not scale.min_voxels <= size <= scale.max_voxels:
-            return []
-        return [_region_center(component, weights, scale.sphere_voxels)]
-
-    markers = np.zeros(component.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    regions = watershed(-distance, markers, mask=component).ravel()
-    sizes = np.bincount(regions, minlength=len(peaks) + 1)
-    kept = np.flatnonzero((sizes >= scale.min_voxels) & (sizes <= scale.max_voxels))
-    kept = kept[kept > 0]
-    if weights is not None:
-        weight_sums = np.bincount(regions, weights=weights.ravel(), minlength=len(peaks) + 1)
-    # Only voxels that touch background carry the particle's true outline; voxels on a cut
-    # between two regions do not. Sorting them by region gives every region its slice at once.
-    outline = np.flatnonzero(component & ~ndi.binary_erosion(component, border_value=0))
-    outline = outline[np.argsort(regions[outline], kind="stable")]
-    outline_regions = regions[outline]
-    outline_coords = np.column_stack(np.unravel_index(outline, component.shape))
-    starts = np.searchsorted(outline_regions, kept, side="left")
-    stops = np.searchsorted(outline_regions, kept, side="right")
-    found = []
-    for region_id, start, stop in zip(kept, starts, stops, strict=True):
-        peak, height = peaks[region_id - 1], heights[region_id - 1]
-        center = fit_sphere_center(outline_coords[start:stop], peak, height)
-        if weights is None:
-            value = float(sizes[region_id] / scale.sphere_voxels)
-        else:
-            value = float(weight_sums[region_id] / sizes[region_id])
-        found.append((center, value))
-    return found
+        whole = parts = None
+        # Below twice the minimum, at most one part of a split could be kept: not split.
+        if (method == "components" or size < 2 * largest_min_voxels) and size <= scale.max_voxels:
+            center, value = region_center(component, sub_weights, scale.sphere_voxels)
+            whole = (center + offset + box_offset, value)
+        if method != "components" and size >= 2 * scale.min_voxels:
+            found = split_component(
+                component, sub_weights, scale.sphere_voxels, scale.min_voxels,
+                scale.max_voxels, scale.separation_voxel,
+            )  # fmt: skip
+            parts = [(center + offset + box_offset, value, n) for center, value, n in found]
+        yield _Candidates(size, whole, parts)
 
 
 def _separate(centers: list[np.ndarray], scores: list[float], separation: float) -> ClassPicks:

@@ -125,20 +125,7 @@ def segment_runs(
     voxel_size = card.voxel_size_angstrom if voxel_size_angstrom is None else voxel_size_angstrom
     algorithm = tomo_algorithm or card.tomo_algorithms[0]
     window = settings.window_size or card.dim_in
-    factor = card.architecture.downsampling_factor()
-    if window % factor:
-        raise InputError(
-            f"--window-size {window} is not a multiple of {factor}, the total downsampling of "
-            f"the {card.architecture.model_type} in {model_configs[0]}; use e.g. "
-            f"{max(factor, window - window % factor)}"
-        )
-    if seg_target == card.target:
-        raise InputError(
-            f"--seg-info {seg_target} is the segmentation the model was trained on; writing "
-            f"predictions there would overwrite the training targets. Choose another, e.g. "
-            f"{DEFAULT_SEGMENTATION_TARGET}"
-        )
-
+    _check_window_and_target(card, window, seg_target, model_configs[0])
     projects = CopickProjects(sources)
     check_classes_in_project(card, projects.objects())
     refs = resolve_runs(projects, run_ids)
@@ -158,6 +145,26 @@ def segment_runs(
         device=str(torch_device),
         probabilities=settings.save_probabilities,
     )
+
+
+def _check_window_and_target(
+    card: ModelCard, window: int, seg_target: TargetSpec, model_config: str | Path
+) -> None:
+    """Refuse a window the network cannot take and a target that would overwrite the
+    training targets."""
+    factor = card.architecture.downsampling_factor()
+    if window % factor:
+        raise InputError(
+            f"--window-size {window} is not a multiple of {factor}, the total downsampling of "
+            f"the {card.architecture.model_type} in {model_config}; use e.g. "
+            f"{max(factor, window - window % factor)}"
+        )
+    if seg_target == card.target:
+        raise InputError(
+            f"--seg-info {seg_target} is the segmentation the model was trained on; writing "
+            f"predictions there would overwrite the training targets. Choose another, e.g. "
+            f"{DEFAULT_SEGMENTATION_TARGET}"
+        )
 
 
 @dataclass(frozen=True)
