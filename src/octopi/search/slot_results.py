@@ -157,3 +157,18 @@ def finished_result(folder: Path, trial: optuna.trial.FrozenTrial, metric: str) 
     )
     atomic_write_json(path, result.to_dict())
     return SlotResult.from_dict(result.to_dict(), reused=True)
+
+
+def objective_value(summary: dict[str, Any], metric: str) -> float | None:
+    """The value a finished trial is ranked by: the calibrated validation F-beta of its best
+    model (``summary["calibration"]``, see :mod:`octopi.evaluation.calibration`) when the
+    study metric is that F-beta (``fBetaN`` with N the calibration's beta), since those are
+    the picks ``segment`` + ``localize`` make; else the best validation value of ``metric``."""
+    from octopi.evaluation.scoring import parse_metric_name
+
+    calibration = summary.get("calibration") or {}
+    calibrated = (calibration.get("weighted_fbeta") or {}).get("calibrated")
+    kind, beta = parse_metric_name(metric)
+    if calibrated is not None and kind == "fbeta" and beta == calibration.get("beta"):
+        return float(calibrated)
+    return summary.get("best_metric")

@@ -46,6 +46,7 @@ from octopi.search.slot_results import (
     SlotResult,
     checkpoint_summary,
     finished_result,
+    objective_value,
     placement,
     record_failure,
 )
@@ -234,10 +235,12 @@ def _run_trial(
         summary = checkpoint_summary(folder)
     seconds_training = phases.lap("training")
 
-    value = summary.get("best_metric")
+    complete = state == TrialState.COMPLETE
+    value = objective_value(summary, metric) if complete else summary.get("best_metric")
     if state == TrialState.COMPLETE and value is None:
         raise RuntimeError(f"slot {slot}: training finished without a validation {metric}")
     trial.set_user_attr("best_epoch", summary.get("best_epoch"))
+    trial.set_user_attr("best_metric_uncalibrated", summary.get("best_metric"))
     trial.set_user_attr("epochs_completed", summary.get("epochs_completed"))
     trial.set_user_attr("seconds_training", round(seconds_training, 3))
     frozen = attempt.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
