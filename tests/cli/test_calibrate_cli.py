@@ -51,6 +51,8 @@ def test_calibrate_writes_the_calibration_into_the_card(tiny_project, tmp_path):
         ({"run": "TS_nope"}, "TS_nope"),
         ({"thresholds": "0.2,abc"}, "comma-separated list of floats"),
         ({"thresholds": "1.5"}, "calibration_thresholds"),
+        ({"voxel": "7.5"}, "7.5"),
+        ({"algorithm": "nope-alg"}, "nope-alg"),
     ],
 )
 def test_calibrate_bad_input_changes_nothing(tiny_project, tmp_path, change, message):
@@ -61,6 +63,8 @@ def test_calibrate_bad_input_changes_nothing(tiny_project, tmp_path, change, mes
         "--model-weights", tmp_path / change.get("weights", weights),
         "--run-ids", change.get("run", tiny_project.run_names[0]),
         "--thresholds", change.get("thresholds", "0.5"),
+        *(["--voxel-size", change["voxel"]] if "voxel" in change else []),
+        *(["--tomo-alg", change["algorithm"]] if "algorithm" in change else []),
     )  # fmt: skip
     assert result.exit_code != 0
     assert message in result.output

@@ -37,6 +37,8 @@ from octopi.config import (
     type=click.Path(path_type=Path),
     help="The model's weights (best_model_weights.pth; none for an ensemble folder).",
 )
+@click.option("--voxel-size", type=float, help="Voxel size (Å).  [default: the model's]")
+@click.option("--tomo-alg", help="Tomogram algorithm.  [default: the model's first]")
 @click.option(
     "--run-ids",
     help="Runs to calibrate on, comma-separated.  [default: every run with ground-truth picks]",
@@ -67,8 +69,8 @@ from octopi.config import (
 )
 @friendly_errors
 def calibrate(
-    configs, model_config, model_weights, run_ids, gt_info, beta, thresholds,
-    min_size_fractions, device, output,
+    configs, model_config, model_weights, voxel_size, tomo_alg, run_ids, gt_info, beta,
+    thresholds, min_size_fractions, device, output,
 ):  # fmt: skip
     """Calibrate a trained model's picking on runs with ground-truth picks (e.g. a few
     hand-picked runs of a new data set): for each class, the probability threshold and the
@@ -93,6 +95,8 @@ def calibrate(
         evaluation=evaluation,
         inference=InferenceConfig(),
         device=device,
+        voxel_size_angstrom=voxel_size,
+        tomo_algorithm=tomo_alg,
     )
     ensemble = ensemble_file(model_config)
     if ensemble is not None:  # the ensemble's own card: its members' cards stay as they are

@@ -38,12 +38,14 @@ def calibrate_model_on_runs(
     inference: InferenceConfig = InferenceConfig(),
     device: str | None = None,
     show_progress: bool = True,
+    voxel_size_angstrom: float | None = None,
+    tomo_algorithm: str | None = None,
 ) -> tuple[ModelCard, Calibration]:
     """Calibrate the model of ``model_configs`` + ``weights`` (several: an ensemble, its
     probabilities averaged; or an ensemble folder as the only config and no weights) on
     ``run_ids`` (default: every run with ``ground_truth`` picks of the model's classes).
-    Returns the (first) card and the calibration; raises before any segmentation on bad
-    input."""
+    Voxel size and tomogram algorithm default to the card's (its first algorithm). Returns
+    the (first) card and the calibration; raises before any segmentation on bad input."""
     from tqdm.auto import tqdm
 
     from octopi.data.normalise import normalise_tomogram
@@ -61,7 +63,8 @@ def calibrate_model_on_runs(
     names = {c.name for c in card.classes}
     objects = [obj for obj in projects.objects() if obj.name in names]
     refs = runs_to_score(projects, run_ids, objects, ground_truth)
-    voxel, algorithm = card.voxel_size_angstrom, card.tomo_algorithms[0]
+    voxel = card.voxel_size_angstrom if voxel_size_angstrom is None else voxel_size_angstrom
+    algorithm = tomo_algorithm or card.tomo_algorithms[0]
     for ref in refs:
         projects.tomogram_shape(ref, voxel, algorithm)  # raises, listing what is there
     window = inference.window_size or card.dim_in
