@@ -519,6 +519,12 @@ class SynthesizeConfig(Frozen):
     seed: int = 0
     picks: PickSpec = PickSpec()
     run_prefix: str = "TS"
+    preset: Literal["default", "hard"] = Field(
+        default="default",
+        description="simulation settings: default (the original generator, same arrays for the "
+        "same seed) or hard (CTF with 2-4 µm defocus, lower SNR, more crowding, similar-size "
+        "distractors, vesicles, gold beads, ice gradient); recorded in synthesis.json",
+    )
 
 
 class TargetsConfig(Frozen):

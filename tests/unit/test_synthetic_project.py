@@ -137,7 +137,7 @@ def test_existing_empty_output_is_used(tmp_path: Path) -> None:
     config = SynthesizeConfig(output=output, runs=1, shape_zyx=(16, 24, 24), voxel_size_angstrom=30)
     summary = synthesize_project(config, show_progress=False)
     assert summary.config_path == output.resolve() / "copick.json"
-    assert sorted(p.name for p in output.iterdir()) == ["copick.json", "data"]
+    assert sorted(p.name for p in output.iterdir()) == ["copick.json", "data", "synthesis.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 

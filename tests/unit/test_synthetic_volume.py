@@ -1,16 +1,16 @@
-"""Unit tests for the synthetic tomogram simulator (octopi.data.synthetic_volume/tilt_series)."""
+"""Unit tests for the synthetic tomogram simulator (data.synthetic_volume/run/tilt_series)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from octopi.data.synthetic_run import simulate_run
 from octopi.data.synthetic_volume import (
     CZII_PARTICLES,
     ParticleClass,
     SyntheticRun,
     render_density,
-    simulate_run,
 )
 from octopi.data.tilt_series import TiltGeometry, tilt_angles_degrees
 
@@ -122,7 +122,7 @@ def test_non_shell_bodies_are_class_distinct_and_oriented() -> None:
 
 
 def test_missing_wedge_in_fourier_space() -> None:
-    run = simulate_run(MEDIUM_SHAPE, VOXEL_SIZE_ANGSTROM, seed=1, noise_sigma=0.0, membrane=False)
+    run = simulate_run(MEDIUM_SHAPE, VOXEL_SIZE_ANGSTROM, seed=1, noise_sigma=0.0, membranes=0)
     nz, _, nx = MEDIUM_SHAPE
     power = (np.abs(np.fft.fft2(run.wbp, axes=(0, 2))) ** 2).mean(axis=1)
     kz = np.fft.fftfreq(nz)[:, None]

@@ -92,8 +92,15 @@ def _from_study_config(study_config: Path | None, flag_values: dict) -> Workflow
     help="Random seed; same seed, same project." + default_help(SynthesizeConfig, "seed"),
 )
 @click.option("--pick-info", help="Ground-truth picks user_id,session_id.  [default: curation,0]")
+@click.option(
+    "--preset",
+    type=click.Choice(["default", "hard"]),
+    help="default: the original generator; hard: CTF, lower SNR, crowding, look-alike "
+    "distractors, vesicles, gold beads (docs/benchmarks.md)."
+    + default_help(SynthesizeConfig, "preset"),
+)
 @friendly_errors
-def synthesize(output, runs, shape, voxel_size, seed, pick_info):
+def synthesize(output, runs, shape, voxel_size, seed, pick_info, preset):
     """Make a synthetic copick project (six CZII particle classes, wbp and denoised tomograms)."""
     import time
 
@@ -110,6 +117,7 @@ def synthesize(output, runs, shape, voxel_size, seed, pick_info):
         voxel_size_angstrom=voxel_size,
         seed=seed,
         picks=PickSpec.parse(pick_info) if pick_info else None,
+        preset=preset,
     )
     start = time.perf_counter()
     summary = synthesize_project(config)
@@ -117,7 +125,7 @@ def synthesize(output, runs, shape, voxel_size, seed, pick_info):
     seconds = time.perf_counter() - start
     total = sum(sum(counts.values()) for counts in summary.runs.values())
     click.echo(
-        f"wrote {len(summary.runs)} runs of shape {summary.shape_zyx} at "
+        f"wrote {len(summary.runs)} {config.preset}-preset runs of shape {summary.shape_zyx} at "
         f"{summary.voxel_size_angstrom:g} Å, {total} particles, in {seconds:.1f} s"
     )
     click.echo(f"copick config: {summary.config_path}")

@@ -3,13 +3,15 @@
 The volumes come from :mod:`octopi.data.synthetic_volume` (particles, tilt series, weighted
 back-projection); this module lays them out as a copick project: a ``copick.json`` beside a
 ``data/`` overlay, tomograms ``wbp`` and ``denoised``, and ground-truth picks under
-``config.picks`` (default user ``curation``, session ``0``, as in the CZII data).
+``config.picks`` (default user ``curation``, session ``0``, as in the CZII data), and a
+``synthesis.json`` beside ``copick.json`` that records the preset and its settings.
 The project is built in a temporary directory and renamed into place, so a failed or killed
 run never leaves a project that looks complete.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +19,9 @@ from pathlib import Path
 
 from octopi.config import CopickSource, SynthesizeConfig
 from octopi.data.copick_io import CopickProjects, ParticleObject, write_project_config
-from octopi.data.synthetic_volume import CZII_PARTICLES, simulate_run
+from octopi.data.synthetic_presets import preset_settings
+from octopi.data.synthetic_run import simulate_run
+from octopi.data.synthetic_volume import CZII_PARTICLES
 from octopi.errors import OutputExistsError
 
 TOMOGRAM_ALGORITHMS = ("wbp", "denoised")
@@ -61,6 +65,61 @@ def run_names(config: SynthesizeConfig) -> list[str]:
     return [f"{config.run_prefix}_{index}" for index in range(config.runs)]
 
 
+def synthesis_record(config: SynthesizeConfig) -> dict:
+    """What made the project: preset, its full settings, seed, shape and voxel size (JSON-able).
+
+    Written as ``synthesis.json`` beside ``copick.json`` so that a benchmark can say what data
+    it ran on.
+    """
+    return {
+        "generator": "octopi synthesize",
+        "preset": config.preset,
+        "settings": preset_settings(config.preset).to_dict(),
+        "seed": config.seed,
+        "run_seeds": {name: run_seed(config, i) for i, name in enumerate(run_names(config))},
+        "shape_zyx": list(config.shape_zyx),
+        "voxel_size_angstrom": config.voxel_size_angstrom,
+    }
+
+
+def run_seed(config: SynthesizeConfig, index: int) -> int:
+    return config.seed * 10_000 + index
+
+
+def _write_config(root: Path, data_dir: Path, config: SynthesizeConfig) -> Path:
+    return write_project_config(
+        root / "copick.json",
+        data_dir,
+        czii_objects(),
+        name="octopi synthetic project",
+        description=f"octopi synthesize, preset {config.preset}, seed {config.seed}, "
+        f"shape {config.shape_zyx}",
+    )
+
+
+def _write_run(
+    projects: CopickProjects, name: str, index: int, config: SynthesizeConfig
+) -> dict[str, int]:
+    """Simulate run ``index`` and write its tomograms and picks; particles per object."""
+    run = simulate_run(
+        config.shape_zyx, config.voxel_size_angstrom, seed=run_seed(config, index),
+        preset=config.preset,
+    )  # fmt: skip
+    for algorithm in TOMOGRAM_ALGORITHMS:
+        projects.write_tomogram(
+            name, config.voxel_size_angstrom, algorithm, getattr(run, algorithm)
+        )
+    counts = {}
+    for obj in czii_objects():
+        centers = run.centers_voxel.get(obj.name)
+        if centers is None:
+            continue
+        positions_angstrom_xyz = centers[:, ::-1] * config.voxel_size_angstrom
+        projects.write_picks(name, obj.name, config.picks, positions_angstrom_xyz)
+        counts[obj.name] = len(centers)
+    return counts
+
+
 def synthesize_project(config: SynthesizeConfig, show_progress: bool = True) -> SynthesisSummary:
     """Build the project described by ``config`` at ``config.output``.
 
@@ -74,42 +133,17 @@ def synthesize_project(config: SynthesizeConfig, show_progress: bool = True) -> 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
-        objects = czii_objects()
-        config_path = write_project_config(
-            staging / "copick.json",
-            staging / "data",
-            objects,
-            name="octopi synthetic project",
-            description=f"octopi synthesize, seed {config.seed}, shape {config.shape_zyx}",
-        )
+        config_path = _write_config(staging, staging / "data", config)
+        (staging / "synthesis.json").write_text(json.dumps(synthesis_record(config), indent=1))
         projects = CopickProjects([CopickSource(path=config_path)])
         counts: dict[str, dict[str, int]] = {}
+        names = run_names(config)
         for index, name in enumerate(
-            tqdm(run_names(config), desc="synthesize", unit="run", disable=not show_progress)
+            tqdm(names, desc="synthesize", unit="run", disable=not show_progress)
         ):
-            run = simulate_run(
-                config.shape_zyx, config.voxel_size_angstrom, seed=config.seed * 10_000 + index
-            )
-            for algorithm in TOMOGRAM_ALGORITHMS:
-                projects.write_tomogram(
-                    name, config.voxel_size_angstrom, algorithm, getattr(run, algorithm)
-                )
-            counts[name] = {}
-            for obj in objects:
-                centers = run.centers_voxel.get(obj.name)
-                if centers is None:
-                    continue
-                positions_angstrom_xyz = centers[:, ::-1] * config.voxel_size_angstrom
-                projects.write_picks(name, obj.name, config.picks, positions_angstrom_xyz)
-                counts[name][obj.name] = len(centers)
+            counts[name] = _write_run(projects, name, index, config)
         # Point copick.json at the final location before the rename makes the project visible.
-        write_project_config(
-            staging / "copick.json",
-            output / "data",
-            objects,
-            name="octopi synthetic project",
-            description=f"octopi synthesize, seed {config.seed}, shape {config.shape_zyx}",
-        )
+        _write_config(staging, output / "data", config)
         if output.exists():
             output.rmdir()
         staging.rename(output)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 @dataclass(frozen=True)
 class SimulationSettings:
-    """Every knob of :func:`octopi.data.synthetic_volume.simulate_run` except shape and seed.
+    """Every knob of :func:`octopi.data.synthetic_run.simulate_run` except shape and seed.
 
     Lengths in Å unless a name says otherwise; densities in units of protein density (~1).
     """
@@ -28,7 +28,8 @@ class SimulationSettings:
     distractor_amplitude: tuple[float, float] = (0.4, 1.1)
     # "globule" = random soft ellipsoid; class shapes (shell, lobed, ...) make look-alikes
     distractor_shapes: tuple[str, ...] = ("globule",)
-    noise_sigma: float = 1.0  # per projection pixel, in std of the noise-free tilt series
+    # per projection pixel, in std of the noise-free tilt series before the CTF (no gold, ice)
+    noise_sigma: float = 1.0
     membranes: int = 1  # lipid vesicles (particles avoid them)
     membrane_amplitude: float = 0.7
     gold_beads_per_megavoxel: float = 0.0
@@ -54,7 +55,7 @@ PRESETS: dict[str, SimulationSettings] = {
         distractor_radius_angstrom=(45.0, 150.0),
         distractor_amplitude=(0.6, 1.1),
         distractor_shapes=("globule", "shell", "lobed", "elongated", "dimer"),
-        noise_sigma=1.6,
+        noise_sigma=0.5,  # of the pre-CTF projection std: CTF and noise give lower SNR
         membranes=3,
         membrane_amplitude=1.0,
         gold_beads_per_megavoxel=3.0,

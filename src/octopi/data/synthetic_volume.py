@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from octopi.data.tilt_series import TiltGeometry, tilt_angles_degrees
+from octopi.data.contaminants import Membrane
 
 
 @dataclass(frozen=True)
@@ -161,7 +160,7 @@ def _place(
     radii_voxel: np.ndarray,
     placed_zyx: np.ndarray,
     placed_radii: np.ndarray,
-    keep_out: tuple[np.ndarray, float, float] | None,
+    keep_out: Sequence[Membrane] = (),
     max_batches: int = 40,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random sequential placement of spheres of ``radii_voxel`` among already placed ones.
@@ -188,8 +187,7 @@ def _place(
         if len(centres):
             dist = np.linalg.norm(cand[:, None, :] - centres[None, :, :], axis=-1)
             ok &= np.all(dist >= r_cand[:, None] + radii[None, :], axis=1)
-        if keep_out is not None:
-            centre_m, radius_m, half_thickness_m = keep_out
+        for centre_m, radius_m, half_thickness_m in keep_out:
             gap = np.abs(np.linalg.norm(cand - centre_m, axis=1) - radius_m)
             ok &= gap >= r_cand + half_thickness_m
         cand, r_cand = cand[ok], r_cand[ok]
@@ -232,13 +230,13 @@ def place_particles(
     voxel_size_angstrom: float,
     particles: Sequence[ParticleClass] = CZII_PARTICLES,
     crowding: float = 0.2,
-    keep_out: tuple[np.ndarray, float, float] | None = None,
+    keep_out: Sequence[Membrane] = (),
 ) -> dict[str, np.ndarray]:
     """Crowded, non-overlapping particle centres, float64 ``(N, 3)`` voxels per class name.
 
     Largest classes are placed first (small ones fill the gaps). Classes whose diameter does
-    not fit in the smallest dimension get an empty ``(0, 3)`` array. ``keep_out`` is an
-    optional membrane sphere ``(centre_zyx, radius_voxel, half_thickness_voxel)`` to avoid.
+    not fit in the smallest dimension get an empty ``(0, 3)`` array. ``keep_out`` lists membrane
+    spheres ``(centre_zyx, radius_voxel, half_thickness_voxel)`` to avoid.
     """
     radii = np.array([p.radius_angstrom / voxel_size_angstrom for p in particles])
     counts = _class_counts(rng, shape_zyx, radii, crowding)
@@ -278,122 +276,9 @@ def render_density(
     return volume
 
 
-def _add_membrane(volume: np.ndarray, membrane: tuple[np.ndarray, float, float]) -> None:
-    """Add a lipid bilayer (two dense leaflets) on a sphere, in place, one Z slice at a time."""
-    centre, radius_voxel, half_thickness_voxel = membrane
-    leaflet_sigma = max(0.35 * half_thickness_voxel, 0.6)
-    _, ny, nx = volume.shape
-    yy, xx = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-    dyx2 = (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2
-    for z in range(volume.shape[0]):
-        depth = np.sqrt(dyx2 + (z - centre[0]) ** 2) - radius_voxel
-        if np.min(np.abs(depth)) > 4 * half_thickness_voxel:
-            continue
-        leaflets = sum(
-            np.exp(-0.5 * ((depth - s * 0.6 * half_thickness_voxel) / leaflet_sigma) ** 2)
-            for s in (-1, 1)
-        )
-        volume[z] += (0.7 * leaflets).astype(np.float32)
-
-
 def _normalise(volume: np.ndarray) -> np.ndarray:
     mean = volume.mean(dtype=np.float64)
     std = volume.std(dtype=np.float64)
     volume -= np.float32(mean)
     volume /= np.float32(std if std > 0 else 1.0)
     return volume
-
-
-def simulate_run(
-    shape_zyx: tuple[int, int, int],
-    voxel_size_angstrom: float,
-    seed: int,
-    particles: Sequence[ParticleClass] = CZII_PARTICLES,
-    tilt_max_degrees: float = 60.0,
-    tilt_step_degrees: float = 3.0,
-    crowding: float = 0.2,
-    distractors_per_megavoxel: float = 20.0,
-    noise_sigma: float = 1.0,
-    membrane: bool = True,
-) -> SyntheticRun:
-    """Simulate one tomogram (noisy WBP and a denoised version) with ground-truth centres.
-
-    Parameters
-    ----------
-    shape_zyx:
-        Tomogram shape ``(Z, Y, X)`` in voxels; Z is the beam direction, Y the tilt axis.
-    voxel_size_angstrom:
-        Voxel edge length in Å; particle radii in voxels are ``radius_angstrom / this``.
-    seed:
-        Everything random comes from ``np.random.default_rng(seed)``: same seed, identical
-        arrays.
-    crowding:
-        Target fraction of the volume covered by particle bounding spheres (0.2: crowded but
-        always placeable). Particle centres keep half a radius from each border.
-    distractors_per_megavoxel:
-        Unlabeled soft ellipsoids (radius 20-120 Å, random density) per 10^6 voxels.
-    noise_sigma:
-        Gaussian noise per projection pixel, in units of the standard deviation of the
-        noise-free tilt series; 0 gives a noise-free WBP that still has the missing wedge.
-    membrane:
-        Add one faint lipid vesicle membrane (particles and distractors avoid it).
-
-    Returns
-    -------
-    SyntheticRun with float32 ``(Z, Y, X)`` ``wbp`` and ``denoised`` (zero mean, unit std) and
-    per-class ``(N, 3)`` float64 ``(z, y, x)`` voxel centres, in ``particles`` order.
-    """
-    rng = np.random.default_rng(seed)
-    shape_zyx = tuple(int(s) for s in shape_zyx)
-    size = np.asarray(shape_zyx, dtype=np.float64)
-
-    keep_out = None
-    if membrane:
-        radius_m = rng.uniform(0.3, 0.55) * float(np.max(size[1:]))
-        centre_m = size * rng.uniform(0.0, 1.0, 3)
-        keep_out = (centre_m, radius_m, 20.0 / voxel_size_angstrom)  # bilayer ~40 Å thick
-
-    centers = place_particles(rng, shape_zyx, voxel_size_angstrom, particles, crowding, keep_out)
-    density = render_density(shape_zyx, voxel_size_angstrom, centers, particles, rng)
-
-    n_distractors = int(rng.poisson(distractors_per_megavoxel * float(np.prod(size)) / 1e6))
-    distractor_radii = rng.uniform(20.0, 120.0, n_distractors) / voxel_size_angstrom
-    distractor_radii = distractor_radii[2.0 * distractor_radii <= np.min(size) - 1]
-    all_centres = np.concatenate([np.zeros((0, 3)), *centers.values()])
-    all_radii = np.concatenate(
-        [np.zeros(0)]
-        + [
-            np.full(len(centers[p.name]), p.radius_angstrom / voxel_size_angstrom)
-            for p in particles
-        ]
-    )
-    distractor_centres, distractor_radii = _place(
-        rng, shape_zyx, distractor_radii, all_centres, all_radii, keep_out, max_batches=10
-    )
-    rotations = random_rotations(rng, len(distractor_centres))
-    axes = rng.uniform(0.45, 1.0, (len(distractor_centres), 3))  # never outside its sphere
-    amplitudes = rng.uniform(0.4, 1.1, len(distractor_centres))
-    for i, centre in enumerate(distractor_centres):
-        body_axes = tuple(axes[i])
-        _splat(
-            density, centre, distractor_radii[i], rotations[i], "globule", amplitudes[i], body_axes
-        )
-    if keep_out is not None:
-        _add_membrane(density, keep_out)
-
-    geometry = TiltGeometry(
-        (shape_zyx[0], shape_zyx[2]), tilt_angles_degrees(tilt_max_degrees, tilt_step_degrees)
-    )
-    clean = geometry.project(density)
-    del density
-    noise = rng.standard_normal(clean.shape, dtype=np.float32)
-    noise *= np.float32(noise_sigma * clean.std(dtype=np.float64))
-
-    wbp = _normalise(geometry.weighted_back_projection(clean + noise))
-    # Denoisers keep structure but remove most of the high-frequency noise: reconstruct from
-    # the same projections at a quarter of the noise, apodised, then blur lightly.
-    noise *= np.float32(0.25)
-    noise += clean
-    denoised = geometry.weighted_back_projection(noise, hann=True)
-    denoised = _normalise(ndimage.gaussian_filter(denoised, 0.8, output=np.float32))
-    return SyntheticRun(wbp=wbp, denoised=denoised, centers_voxel=centers)
