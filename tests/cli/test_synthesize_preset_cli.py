@@ -18,7 +18,7 @@ def test_hard_preset_writes_a_readable_project(tmp_path: Path) -> None:
     args = ["synthesize", "--output", str(output), "--runs", "2", "--shape", "24,48,48"]
     result = CliRunner().invoke(main, [*args, "--seed", "3", "--preset", "hard"])
     assert result.exit_code == 0, result.output
-    assert "2 hard-preset runs" in result.output
+    assert "wrote 2 runs of shape (24, 48, 48) at 10 Å (hard preset)" in result.output
     record = json.loads((output / "synthesis.json").read_text())
     assert record["preset"] == "hard"
     assert record["settings"] == PRESETS["hard"].to_dict()

@@ -125,8 +125,9 @@ def synthesize(output, runs, shape, voxel_size, seed, pick_info, preset):
     seconds = time.perf_counter() - start
     total = sum(sum(counts.values()) for counts in summary.runs.values())
     click.echo(
-        f"wrote {len(summary.runs)} {config.preset}-preset runs of shape {summary.shape_zyx} at "
-        f"{summary.voxel_size_angstrom:g} Å, {total} particles, in {seconds:.1f} s"
+        f"wrote {len(summary.runs)} runs of shape {summary.shape_zyx} at "
+        f"{summary.voxel_size_angstrom:g} Å ({config.preset} preset), {total} particles, "
+        f"in {seconds:.1f} s"
     )
     click.echo(f"copick config: {summary.config_path}")
 
