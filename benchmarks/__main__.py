@@ -14,6 +14,7 @@ from a results file without measuring anything), ``dry-run`` (planning time of 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks import measure, planning, published, report
-from benchmarks.suites import SUITES
+from benchmarks.suites import SUITES, Suite
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -77,6 +78,14 @@ def dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_preset(suite: Suite, preset: str) -> Suite:
+    """``suite`` on data of another synthesize preset, named ``<suite>-<preset>``."""
+    if preset == "default":
+        return suite
+    data = dataclasses.replace(suite.data, preset=preset)
+    return dataclasses.replace(suite, name=f"{suite.name}-{preset}", data=data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
@@ -97,6 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="time each training-throughput run this many times, interleaved; keep the fastest "
         "(use 2-3 on a machine that other work shares)",
+    )
+    run.add_argument(
+        "--preset",
+        choices=["default", "hard"],
+        default="default",
+        help="octopi synthesize preset of the benchmark data; hard runs as suite SUITE-hard "
+        "(own work folder, results and docs block)",
     )
     rep = sub.add_parser("report", help="regenerate docs from a results file")
     rep.add_argument("--suite", choices=sorted(SUITES), default="quick")
@@ -130,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown phases {unknown}; choose from {', '.join(measure.PHASES)}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results = measure.run_suite(
-        SUITES[args.suite],
+        with_preset(SUITES[args.suite], args.preset),
         phases=phases,
         work=args.work,
         on_progress=lambda partial: save_results(partial, stamp),

@@ -1,7 +1,8 @@
 """The benchmark data: synthetic copick projects that both tools read.
 
 Two projects, both made with OUR ``octopi synthesize`` (six CZII particle classes, ``wbp`` and
-``denoised`` tomograms at 10 Å, ground-truth picks ``curation,0``):
+``denoised`` tomograms at 10 Å, ground-truth picks ``curation,0``; ``DataSpec.preset`` picks
+the generator's preset, ``default`` or ``hard``, set by ``python -m benchmarks run --preset``):
 
 - ``train/``: training runs ``TS_0 .. TS_{n-2}`` and one validation run ``TS_{n-1}``;
 - ``test/``: test runs (different seed; CZII-size 184×630×630 in the full suite), never seen
@@ -48,6 +49,15 @@ class DataSpec:
     test_runs: int
     test_shape: tuple[int, int, int]
     seed: int = 7
+    preset: str = "default"  # `octopi synthesize --preset`: default or hard
+
+    def stamp(self) -> dict:
+        """The description a built data set is reused for (JSON types). The default preset
+        is left out, so data built before presets existed is still reused."""
+        spec = json.loads(json.dumps(asdict(self)))  # tuples → lists
+        if spec["preset"] == "default":
+            del spec["preset"]
+        return spec
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class BenchData:
             "our_targets": ",".join(OUR_TARGETS),
             "published_targets": ",".join(PUBLISHED_TARGETS),
             "seed": self.spec.seed,
+            "preset": self.spec.preset,
             "build_seconds": self.build_seconds,
         }
 
@@ -97,7 +108,7 @@ def _check(result, what: str) -> None:
 def build(spec: DataSpec, root: Path, *, log_dir: Path) -> BenchData:
     """Build (or reuse) the two projects and both tools' targets under ``root``."""
     stamp = root / "data.json"
-    wanted = json.loads(json.dumps({"spec": asdict(spec), "format": 1}))  # tuples → lists
+    wanted = {"spec": spec.stamp(), "format": 1}
     n_total = spec.train_runs + 1
     runs = [f"TS_{i}" for i in range(n_total)]
     data = dict(
@@ -124,13 +135,15 @@ def build(spec: DataSpec, root: Path, *, log_dir: Path) -> BenchData:
         _check(result, f"building benchmark data ({name})")
         seconds[name] = round(time.perf_counter() - start, 1)
 
+    preset = ["--preset", spec.preset]
+    train_shape, test_shape = _shape_arg(spec.train_shape), _shape_arg(spec.test_shape)
     timed(
         "synthesize-train",
-        ours.synthesize(root / "train", n_total, _shape_arg(spec.train_shape), spec.seed),
+        [*ours.synthesize(root / "train", n_total, train_shape, spec.seed), *preset],
     )
     timed(
         "synthesize-test",
-        ours.synthesize(root / "test", spec.test_runs, _shape_arg(spec.test_shape), spec.seed + 1),
+        [*ours.synthesize(root / "test", spec.test_runs, test_shape, spec.seed + 1), *preset],
     )
     timed("targets-ours", ours.create_targets(data["train_config"]))
     timed("targets-published", published.create_targets(data["train_config"]))
