@@ -1,15 +1,10 @@
 """Synthetic cryo-ET tomograms with known particle positions (numpy/scipy only).
 
-Pipeline of :func:`simulate_run`:
-
-1. place particles of every class (crowded, non-overlapping) plus unlabeled distractor blobs
-   and, optionally, one lipid vesicle membrane;
-2. render a noise-free density map (smooth-edged bodies, a class-specific shape each,
-   randomly oriented);
-3. project it along the beam over a single-axis tilt series about Y, add Gaussian noise to
-   the projections, and reconstruct with weighted (ramp-filtered) back-projection, which gives
-   the real missing wedge: elongation along Z and streaks;
-4. reconstruct a cleaner "denoised" tomogram of the same particles from low-noise projections.
+Particles of the six CZII classes: their table, random crowded non-overlapping placement
+(:func:`place_particles`) and rendering into a noise-free density map (:func:`render_density`:
+smooth-edged bodies, a class-specific shape each, randomly oriented). The whole tomogram
+(contaminants, tilt series, CTF, noise, reconstruction) is made by
+:func:`octopi.data.synthetic_run.simulate_run`.
 
 Coordinates are voxels in ``(z, y, x)`` order; lengths that are not voxels say so in their
 name (``radius_angstrom``, ``voxel_size_angstrom``). Density is positive (bright) for protein.
