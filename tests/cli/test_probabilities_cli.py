@@ -211,6 +211,8 @@ def test_localize_uses_the_stored_calibration_by_default(tiny_project_copy, tmp_
     stored = projects.probability_calibration(ref, project.voxel_size_angstrom, SOFT)
     assert stored == calibration
     default = localize_counts(project, tmp_path, "20")
+    note = invoke("localize", "--config", project.config_path, "--seg-info", str(SOFT)).output
+    assert "from class probabilities (the model's calibrated per-class thresholds" in note
     assert "localized_from: probabilities" in (tmp_path / "20" / "localize_config.yaml").read_text()
     localize_counts(project, tmp_path, "21", "--source", "labels")
     assert "localized_from: labels" in (tmp_path / "21" / "localize_config.yaml").read_text()

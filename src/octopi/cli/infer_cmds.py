@@ -287,7 +287,7 @@ def localize(
             localized_from=plan.source,
         )
         atomic_write_json(Path(output) / "picks.json", counts)
-    _print_picks(counts, picks_out, _source_note(plan.source, settings))
+    _print_picks(counts, picks_out, plan.describe())
 
 
 def _print_picks(counts: dict[str, dict[str, int]], picks_out: PickSpec, source: str) -> None:
@@ -312,14 +312,6 @@ def _source_for(source: str | None, thresholds_given: bool) -> str | None:
             param_hint="--threshold/--class-thresholds",
         )
     return "probabilities"
-
-
-def _source_note(source: str, settings: LocalizeConfig) -> str:
-    """``class probabilities (threshold 0.5; ribosome 0.3)`` or ``labels (argmax)``."""
-    if source == "labels":
-        return "labels (argmax; thresholds do not apply)"
-    per_class = "".join(f"; {n} {t:g}" for n, t in (settings.per_class_threshold or {}).items())
-    return f"class probabilities (threshold {settings.score_threshold:g}{per_class})"
 
 
 @click.command()

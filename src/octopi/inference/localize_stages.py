@@ -83,6 +83,17 @@ class LocalizePlan:
     settings: LocalizeConfig
     source: Literal["probabilities", "labels"]
 
+    def describe(self) -> str:
+        """What the picks come from: ``labels (argmax; ...)``, ``class probabilities
+        (threshold 0.5; ribosome 0.3)`` or, for source auto, the stored calibration."""
+        settings = self.settings
+        if self.source == "labels":
+            return "labels (argmax; thresholds do not apply)"
+        if settings.source == "auto" and not settings.per_class_threshold:
+            return "class probabilities (the model's calibrated per-class thresholds and sizes)"
+        per_class = "".join(f"; {n} {t:g}" for n, t in (settings.per_class_threshold or {}).items())
+        return f"class probabilities (threshold {settings.score_threshold:g}{per_class})"
+
 
 def plan_localize(
     sources: Sequence[CopickSource],
