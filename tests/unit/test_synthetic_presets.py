@@ -123,3 +123,11 @@ def test_hard_preset_adds_what_default_lacks() -> None:
     run = simulate_run((32, 96, 96), 10.0, seed=1, preset="hard", gold_beads_per_megavoxel=20.0)
     plain = simulate_run((32, 96, 96), 10.0, seed=1, preset="hard")
     assert run.wbp.max() > 1.5 * plain.wbp.max()  # gold beads are far denser than protein
+
+
+def test_settings_object_and_overrides_match_the_named_preset() -> None:
+    by_name = simulate_run((16, 32, 32), 10.0, seed=2, preset="hard", membranes=1)
+    by_settings = simulate_run((16, 32, 32), 10.0, seed=2, preset=PRESETS["hard"], membranes=1)
+    np.testing.assert_array_equal(by_name.wbp, by_settings.wbp)
+    plain = simulate_run((16, 32, 32), 10.0, seed=2, preset="hard")
+    assert not np.array_equal(by_name.wbp, plain.wbp)
