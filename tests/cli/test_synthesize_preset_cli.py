@@ -23,6 +23,8 @@ def test_hard_preset_writes_a_readable_project(tmp_path: Path) -> None:
     assert record["preset"] == "hard"
     assert record["settings"] == PRESETS["hard"].to_dict()
     assert record["settings"]["defocus_range_um"] == [2.0, 4.0]
+    assert sorted(record["run_defocus_um"]) == ["TS_0", "TS_1"]
+    assert all(2.0 <= d <= 4.0 for d in record["run_defocus_um"].values())
     assert "preset hard" in json.loads((output / "copick.json").read_text())["description"]
     projects = CopickProjects([CopickSource(path=output / "copick.json")])
     ref = projects.resolve("TS_1")
@@ -45,7 +47,8 @@ def test_default_and_hard_differ_for_the_same_seed(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         projects = CopickProjects([CopickSource(path=output / "copick.json")])
         tomograms[preset] = projects.load_tomogram(projects.resolve("TS_0"), 10.0, "wbp")
-    assert json.loads((tmp_path / "default" / "synthesis.json").read_text())["preset"] == "default"
+    default_record = json.loads((tmp_path / "default" / "synthesis.json").read_text())
+    assert default_record["preset"] == "default" and "run_defocus_um" not in default_record
     assert not (tomograms["default"] == tomograms["hard"]).all()
 
 

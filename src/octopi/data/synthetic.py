@@ -68,8 +68,8 @@ def run_names(config: SynthesizeConfig) -> list[str]:
 def synthesis_record(config: SynthesizeConfig) -> dict:
     """What made the project: preset, its full settings, seed, shape and voxel size (JSON-able).
 
-    Written as ``synthesis.json`` beside ``copick.json`` so that a benchmark can say what data
-    it ran on.
+    Written as ``synthesis.json`` beside ``copick.json`` (with ``run_defocus_um``, each run's
+    drawn defocus, where the preset has a CTF) so that a benchmark can say what data it ran on.
     """
     return {
         "generator": "octopi synthesize",
@@ -99,8 +99,11 @@ def _write_config(root: Path, data_dir: Path, config: SynthesizeConfig) -> Path:
 
 def _write_run(
     projects: CopickProjects, name: str, index: int, config: SynthesizeConfig
-) -> dict[str, int]:
-    """Simulate run ``index`` and write its tomograms and picks; particles per object."""
+) -> tuple[dict[str, int], float | None]:
+    """Simulate run ``index`` and write its tomograms and picks.
+
+    Returns the particles per object and the run's CTF defocus in µm (None: no CTF).
+    """
     run = simulate_run(
         config.shape_zyx, config.voxel_size_angstrom, seed=run_seed(config, index),
         preset=config.preset,
@@ -117,7 +120,7 @@ def _write_run(
         positions_angstrom_xyz = centers[:, ::-1] * config.voxel_size_angstrom
         projects.write_picks(name, obj.name, config.picks, positions_angstrom_xyz)
         counts[obj.name] = len(centers)
-    return counts
+    return counts, run.defocus_um
 
 
 def synthesize_project(config: SynthesizeConfig, show_progress: bool = True) -> SynthesisSummary:
@@ -134,14 +137,17 @@ def synthesize_project(config: SynthesizeConfig, show_progress: bool = True) -> 
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         config_path = _write_config(staging, staging / "data", config)
-        (staging / "synthesis.json").write_text(json.dumps(synthesis_record(config), indent=1))
         projects = CopickProjects([CopickSource(path=config_path)])
         counts: dict[str, dict[str, int]] = {}
+        record = synthesis_record(config)
         names = run_names(config)
         for index, name in enumerate(
             tqdm(names, desc="synthesize", unit="run", disable=not show_progress)
         ):
-            counts[name] = _write_run(projects, name, index, config)
+            counts[name], defocus_um = _write_run(projects, name, index, config)
+            if defocus_um is not None:
+                record.setdefault("run_defocus_um", {})[name] = round(defocus_um, 4)
+        (staging / "synthesis.json").write_text(json.dumps(record, indent=1))
         # Point copick.json at the final location before the rename makes the project visible.
         _write_config(staging, output / "data", config)
         if output.exists():

@@ -120,12 +120,15 @@ def _tilt_series(
     extra: np.ndarray | None,
     voxel_size_angstrom: float,
     settings: SimulationSettings,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, float | None]:
     """Noise-free projections (with the CTF if asked) and the noise to add, both float32
-    ``(n_angles, n_detector, Y)``. The noise std is ``noise_sigma`` times the std of the
-    projections of ``density`` before the CTF: the dose sets the noise and the CTF only takes
-    contrast away; ``extra`` (gold beads, ice gradient) is imaged but does not change the
-    noise level, so that a few very dense beads or a thick ice ramp do not drown proteins."""
+    ``(n_angles, n_detector, Y)``, and the defocus in µm (None: no CTF).
+
+    The noise std is ``noise_sigma`` times the std of the projections of ``density`` before
+    the CTF: the dose sets the noise and the CTF only takes contrast away; ``extra`` (gold
+    beads, ice gradient) is imaged but does not change the noise level, so that a few very
+    dense beads or a thick ice ramp do not drown the proteins.
+    """
     ctf = None
     if settings.defocus_range_um is not None:
         ctf = CtfParameters(
@@ -145,7 +148,7 @@ def _tilt_series(
         clean = apply_ctf(clean, voxel_size_angstrom, ctf)
     noise = rng.standard_normal(clean.shape, dtype=np.float32)
     noise *= np.float32(settings.noise_sigma * noise_scale)
-    return clean, noise
+    return clean, noise, None if ctf is None else ctf.defocus_angstrom / 1e4
 
 
 def _reconstruct(
@@ -208,7 +211,9 @@ def simulate_run(
         (shape_zyx[0], shape_zyx[2]),
         tilt_angles_degrees(settings.tilt_max_degrees, settings.tilt_step_degrees),
     )
-    clean, noise = _tilt_series(rng, geometry, density, extra, voxel_size_angstrom, settings)
+    clean, noise, defocus_um = _tilt_series(
+        rng, geometry, density, extra, voxel_size_angstrom, settings
+    )
     del density, extra
     wbp, denoised = _reconstruct(geometry, clean, noise)
-    return SyntheticRun(wbp=wbp, denoised=denoised, centers_voxel=centers)
+    return SyntheticRun(wbp=wbp, denoised=denoised, centers_voxel=centers, defocus_um=defocus_um)

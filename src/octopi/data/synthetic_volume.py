@@ -46,12 +46,14 @@ class SyntheticRun:
 
     ``wbp`` and ``denoised`` are float32 ``(Z, Y, X)``, each normalised to zero mean and unit
     standard deviation. ``centers_voxel`` maps every requested class name to a float64
-    ``(N, 3)`` array of ``(z, y, x)`` centres in voxels (``N`` may be 0).
+    ``(N, 3)`` array of ``(z, y, x)`` centres in voxels (``N`` may be 0). ``defocus_um`` is
+    the CTF's underfocus in µm (None: no CTF).
     """
 
     wbp: np.ndarray
     denoised: np.ndarray
     centers_voxel: dict[str, np.ndarray]
+    defocus_um: float | None = None
 
 
 # Bodies as unions of ellipsoids in the particle frame: (centre, semi-axes) in units of the
