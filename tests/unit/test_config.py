@@ -295,7 +295,7 @@ def test_committed_schema_is_fresh() -> None:
     expected = json.dumps(workflow_json_schema(), indent=2) + "\n"
     committed = SCHEMA_PATH.read_text() if SCHEMA_PATH.is_file() else ""
     assert committed == expected, (
-        f"{SCHEMA_PATH} is out of date with src/octopi/config.py; run `make schema` "
+        f"{SCHEMA_PATH} is out of date with src/octopi/config/; run `make schema` "
         "(octopi schema --output workflow/schemas/config.schema.json) and commit it"
     )
 

@@ -138,7 +138,7 @@ def test_every_config_field_has_a_description() -> None:
     missing = config_reference.missing_descriptions()
     assert not missing, (
         f"config fields without a description: {missing}; give them Field(description=...) "
-        "or a 'name: text' line in the model's docstring (src/octopi/config.py)"
+        "or a 'name: text' line in the model's docstring (src/octopi/config/)"
     )
 
 

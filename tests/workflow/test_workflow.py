@@ -86,9 +86,9 @@ def test_example_config_loads_and_the_readme_explains_every_key() -> None:
             for name in key.split("."):
                 default = default[name]
             if yaml.safe_load(cell.strip("`")) != default:
-                wrong.append(f"{key}: README {cell}, config.py {default!r}")
+                wrong.append(f"{key}: README {cell}, octopi.config {default!r}")
     assert not missing, f"config/README.md lacks {missing}"
-    assert not wrong, "config/README.md defaults differ from config.py:\n" + "\n".join(wrong)
+    assert not wrong, "config/README.md defaults differ from octopi.config:\n" + "\n".join(wrong)
 
 
 def test_lint_clean(tmp_path: Path, copick_config: Path) -> None:

@@ -1,0 +1,237 @@
+"""Training, inference, localization, evaluation and data-preparation settings.
+
+Part of :mod:`octopi.config` (import from there).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from octopi.config.base import (
+    CZII_CLASS_WEIGHTS,
+    CopickSource,
+    Frozen,
+    PickSpec,
+    TargetSpec,
+)
+
+
+class LossConfig(Frozen):
+    """Segmentation loss (MONAI losses)."""
+
+    name: Literal["tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce"] = (
+        "tversky"
+    )
+    tversky_alpha: float = Field(default=0.3, gt=0.0, lt=1.0, description="false-positive weight")
+    tversky_beta: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="false-negative weight; None → 1 - alpha"
+    )
+    focal_gamma: float = Field(default=2.0, ge=0.0)
+
+
+class AugmentationConfig(Frozen):
+    """Random augmentations of training crops."""
+
+    flip_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    rotate90_probability: float = Field(default=0.5, ge=0.0, le=1.0, description="XY plane")
+    intensity_scale: float = Field(default=0.1, ge=0.0, description="± relative scale")
+    intensity_shift: float = Field(default=0.1, ge=0.0, description="± shift in std units")
+    gaussian_noise_std: float = Field(default=0.0, ge=0.0)
+
+
+def _positive_beta(name: str) -> str:
+    if name.startswith("fBeta") and float(name.removeprefix("fBeta")) <= 0:
+        raise ValueError(f"metric {name!r}: beta must be > 0 (fBeta0 would be precision alone)")
+    return name
+
+
+Metric = Annotated[
+    str, Field(pattern=r"^(avg_f1|fBeta\d+(\.\d+)?)$"), AfterValidator(_positive_beta)
+]
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+
+
+class TrainingConfig(Frozen):
+    """How one model is trained (defaults of the published `octopi train`)."""
+
+    num_epochs: int = Field(default=1000, ge=1)
+    val_interval: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=16, ge=1, description="crops per tomogram per epoch")
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    warmup_epochs: int = Field(default=5, ge=0)
+    ema_decay: float | None = Field(default=0.995, gt=0.0, lt=1.0, description="None → off")
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, description="validations without improvement before stopping"
+    )
+    best_metric: Metric = "avg_f1"
+    ncache_tomos: int = Field(default=15, ge=1)
+    background_ratio: float = Field(default=0.0, ge=0.0)
+    dim_in: int = Field(default=96, ge=16, description="crop edge (voxels)")
+    loss: LossConfig = LossConfig()
+    augmentation: AugmentationConfig = AugmentationConfig()
+    num_workers: int = Field(default=1, ge=0, description="background crop-sampling threads")
+    seed: int = 42
+    amp: AmpMode = "auto"
+
+    @model_validator(mode="after")
+    def _interval(self) -> TrainingConfig:
+        if self.val_interval > self.num_epochs:
+            raise ValueError(
+                f"--val-interval {self.val_interval} is larger than --num-epochs "
+                f"{self.num_epochs}: no validation would ever run"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- inference
+
+
+class InferenceConfig(Frozen):
+    """Sliding-window segmentation of whole tomograms."""
+
+    window_size: int | None = Field(default=None, ge=16, description="None → the model's crop")
+    overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
+    window_batch_size: int = Field(default=4, ge=1)
+    tta: Literal["none", "flips", "rot90"] = Field(
+        default="none", description="test-time augmentation: XY flips (4) or XY rotations (4)"
+    )
+    amp: AmpMode = "auto"
+    save_probabilities: bool = Field(
+        default=True,
+        description="segment also writes the class probabilities (float16, (C, Z, Y, X)) into "
+        "the label segmentation's store as the group 'probabilities', for localize's "
+        "per-class thresholds; 2 bytes × classes per voxel before compression",
+    )
+
+
+class LocalizeConfig(Frozen):
+    """How segmentations become particle picks (see :func:`octopi.inference.localize.localize`).
+
+    method: "peaks" splits touching particles at maxima of the distance transform (watershed);
+        "components" gives one pick per connected component, at its centroid.
+    source: what is localized: "probabilities" (those segment writes beside the labels),
+        "labels" (the argmax label volume), or "auto": the probabilities with the per-class
+        thresholds and minimum sizes calibrated for the model (segment stores them with the
+        probabilities), where every run has them; else the labels.
+    score_threshold: probability input only; voxels with p >= threshold are foreground.
+    min_size_fraction / max_size_fraction: a region is kept only if its voxel count lies within
+        [min, max] × the sphere volume of the particle radius (max None: no upper bound). Target
+        balls drawn at 0.7 of the radius fill 0.34 of the sphere.
+    min_separation_fraction: two picks of one class are at least this × radius apart; the lower
+        scoring pick is dropped.
+    per_class_threshold: class name → threshold, overriding score_threshold.
+    per_class_min_size_fraction: class name → min_size_fraction, overriding it for that class.
+    calibrate: after training, choose per class the threshold (of calibration_thresholds) and
+        minimum size (of calibration_min_size_fractions) that maximise the class's F-beta on
+        the validation runs, and store them in model_config.yaml (`octopi calibrate` redoes it).
+    max_component_fraction: "peaks" only; a connected component larger than this × sphere volume
+        is no particle (a membrane, or an untrained network's class-everywhere output) and is
+        skipped, which also bounds the time spent on it. None: no limit.
+    max_foreground_fraction: a class covering more than this fraction of the volume is noise
+        (an untrained network's output), not particles: it gets no picks and a warning instead
+        of a minute spent on thousands of blobs. A particle class rarely covers 2% of a
+        tomogram, so 0.1 is safe for whole tomograms; None: no limit.
+    """
+
+    method: Literal["peaks", "components"] = "peaks"
+    source: Literal["auto", "probabilities", "labels"] = Field(
+        default="auto",
+        description="auto: the class probabilities with the model's calibrated per-class "
+        "thresholds and minimum sizes, where segment stored both for every run, else the "
+        "argmax labels; probabilities: threshold the class probabilities with score_threshold "
+        "/ per_class_threshold (calibration ignored); labels: the argmax labels (thresholds do "
+        "not apply). A fixed threshold is worse than the argmax for a weakly trained model, a "
+        "calibrated one better (octopi localize --threshold or --class-thresholds switch to "
+        "probabilities)",
+    )
+    score_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    min_size_fraction: float = Field(default=0.05, ge=0.0)
+    max_size_fraction: float | None = Field(default=None, gt=0.0)
+    min_separation_fraction: float = Field(default=0.8, ge=0.0)
+    per_class_threshold: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
+    per_class_min_size_fraction: dict[str, Annotated[float, Field(ge=0.0)]] | None = Field(
+        default=None, description="class name → min_size_fraction of that class"
+    )
+    calibrate: bool = Field(
+        default=True,
+        description="after training, calibrate per-class thresholds and minimum sizes on the "
+        "validation runs (F-beta) and store them in model_config.yaml",
+    )
+    calibration_thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7],
+        min_length=1,
+        description="probability thresholds calibration chooses from",
+    )
+    calibration_min_size_fractions: list[Annotated[float, Field(ge=0.0)]] = Field(
+        default=[0.02, 0.05, 0.1, 0.2, 0.3],
+        min_length=1,
+        description="minimum region sizes (× sphere volume) calibration chooses from",
+    )
+    max_component_fraction: float | None = Field(default=20.0, gt=0.0)
+    max_foreground_fraction: float | None = Field(default=0.1, gt=0.0)
+
+    @model_validator(mode="after")
+    def _size_bounds(self) -> LocalizeConfig:
+        if self.max_size_fraction is not None and self.max_size_fraction < self.min_size_fraction:
+            raise ValueError(
+                f"max_size_fraction {self.max_size_fraction} is below min_size_fraction "
+                f"{self.min_size_fraction}"
+            )
+        return self
+
+
+class EvaluationConfig(Frozen):
+    """Particle-level scoring against ground-truth picks (CZII rules)."""
+
+    distance_fraction: float = Field(default=0.5, gt=0.0)
+    beta: float = Field(default=4.0, gt=0.0)
+    class_weights: dict[str, float] = Field(default_factory=lambda: dict(CZII_CLASS_WEIGHTS))
+
+
+# --------------------------------------------------------------------------- data preparation
+
+
+class SynthesizeConfig(Frozen):
+    """A synthetic copick project for demos, tests and benchmarks."""
+
+    output: Path
+    runs: int = Field(default=4, ge=1)
+    shape_zyx: tuple[int, int, int] = (64, 128, 128)
+    voxel_size_angstrom: float = Field(default=10.0, gt=0)
+    seed: int = 0
+    picks: PickSpec = PickSpec()
+    run_prefix: str = "TS"
+    preset: Literal["default", "hard"] = Field(
+        default="default",
+        description="simulation settings: default (the original generator, same arrays for the "
+        "same seed) or hard (CTF with 2-4 µm defocus, lower SNR, more crowding, similar-size "
+        "distractors, vesicles, gold beads, ice gradient); recorded in synthesis.json",
+    )
+
+
+class TargetsConfig(Frozen):
+    """Picks → one multi-class label volume per run."""
+
+    configs: list[CopickSource] = Field(min_length=1)
+    voxel_size_angstrom: float = Field(default=10.0, gt=0)
+    target: TargetSpec = TargetSpec()
+    picks: PickSpec = PickSpec()
+    objects: list[str] | None = Field(default=None, description="None → every particle object")
+    radius_fraction: float = Field(
+        default=0.7, gt=0.0, le=1.5, description="ball radius / particle radius (published: 0.7)"
+    )
+    run_ids: list[str] | None = None
+
+
+class ImportConfig(Frozen):
+    """MRC tomograms → copick tomograms."""
+
+    config: Path
+    input_dir: Path
+    tomo_algorithm: str = "wbp"
+    output_voxel_size_angstrom: float | None = Field(default=None, gt=0)
+    overwrite: bool = False
