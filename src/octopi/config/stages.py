@@ -162,7 +162,7 @@ class LocalizeConfig(Frozen):
         "validation runs (F-beta) and store them in model_config.yaml",
     )
     calibration_thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
-        default=[0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7],
+        default=[0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7],
         min_length=1,
         description="probability thresholds calibration chooses from",
     )
