@@ -19,11 +19,17 @@ from octopi.errors import InputError
 class UnetConfig(Frozen):
     """MONAI UNet (residual units), the default of the published octopi."""
 
-    model_type: Literal["Unet"] = "Unet"
-    channels: list[int] = Field(default=[32, 64, 96, 96], min_length=2)
-    strides: list[int] = Field(default=[2, 2, 1], min_length=1)
-    num_res_units: int = Field(default=1, ge=0)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    model_type: Literal["Unet"] = Field(default="Unet", description="discriminator")
+    channels: list[int] = Field(
+        default=[32, 64, 96, 96], min_length=2, description="feature maps per level"
+    )
+    strides: list[int] = Field(
+        default=[2, 2, 1],
+        min_length=1,
+        description="downsampling between levels (one fewer than channels)",
+    )
+    num_res_units: int = Field(default=1, ge=0, description="residual units per level")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout probability")
 
     @model_validator(mode="after")
     def _lengths(self) -> UnetConfig:
@@ -45,17 +51,23 @@ class UnetConfig(Frozen):
 class AttentionUnetConfig(UnetConfig):
     """MONAI AttentionUnet: UNet with attention gates on the skip connections."""
 
-    model_type: Literal["AttentionUnet"] = "AttentionUnet"  # type: ignore[assignment]
+    model_type: Literal["AttentionUnet"] = Field(
+        default="AttentionUnet", description="discriminator"
+    )  # type: ignore[assignment]
     num_res_units: int = Field(default=0, ge=0, le=0, description="not used by AttentionUnet")
 
 
 class SegResNetConfig(Frozen):
     """MONAI SegResNet (encoder-decoder with residual blocks)."""
 
-    model_type: Literal["SegResNet"] = "SegResNet"
-    init_filters: int = Field(default=16, ge=4)
-    blocks_down: list[int] = Field(default=[1, 2, 2, 4], min_length=2)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    model_type: Literal["SegResNet"] = Field(default="SegResNet", description="discriminator")
+    init_filters: int = Field(
+        default=16, ge=4, description="feature maps of the first level (doubling per level)"
+    )
+    blocks_down: list[int] = Field(
+        default=[1, 2, 2, 4], min_length=2, description="residual blocks per encoder level"
+    )
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout probability")
 
     def downsampling_factor(self) -> int:
         return 2 ** (len(self.blocks_down) - 1)
@@ -64,12 +76,14 @@ class SegResNetConfig(Frozen):
 class MedNeXtConfig(Frozen):
     """MONAI MedNeXt (ConvNeXt-style 3D encoder-decoder)."""
 
-    model_type: Literal["MedNeXt"] = "MedNeXt"
-    init_filters: int = Field(default=16, ge=4)
-    blocks_down: list[int] = Field(default=[2, 2, 2, 2], min_length=2)
-    blocks_bottleneck: int = Field(default=2, ge=1)
-    expansion_ratio: int = Field(default=2, ge=1)
-    kernel_size: int = Field(default=3, ge=3)
+    model_type: Literal["MedNeXt"] = Field(default="MedNeXt", description="discriminator")
+    init_filters: int = Field(default=16, ge=4, description="feature maps of the first level")
+    blocks_down: list[int] = Field(
+        default=[2, 2, 2, 2], min_length=2, description="MedNeXt blocks per encoder level"
+    )
+    blocks_bottleneck: int = Field(default=2, ge=1, description="blocks in the bottleneck")
+    expansion_ratio: int = Field(default=2, ge=1, description="channel expansion inside a block")
+    kernel_size: int = Field(default=3, ge=3, description="depthwise convolution kernel")
 
     def downsampling_factor(self) -> int:
         return 2 ** len(self.blocks_down)
@@ -78,7 +92,7 @@ class MedNeXtConfig(Frozen):
 class DynUNetConfig(Frozen):
     """MONAI DynUNet (the nnU-Net network): one level per filter entry, kernel 3."""
 
-    model_type: Literal["DynUNet"] = "DynUNet"
+    model_type: Literal["DynUNet"] = Field(default="DynUNet", description="discriminator")
     filters: list[int] = Field(
         default=[32, 64, 128, 256], min_length=2, description="feature maps per level"
     )
@@ -107,7 +121,7 @@ class DynUNetConfig(Frozen):
 class SwinUNETRConfig(Frozen):
     """MONAI SwinUNETR (Swin transformer encoder, convolutional decoder; 4 stages)."""
 
-    model_type: Literal["SwinUNETR"] = "SwinUNETR"
+    model_type: Literal["SwinUNETR"] = Field(default="SwinUNETR", description="discriminator")
     feature_size: int = Field(
         default=24, ge=12, multiple_of=12, description="embedding size (a multiple of 12)"
     )

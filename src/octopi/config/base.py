@@ -50,7 +50,7 @@ class Frozen(BaseModel):
 class CopickSource(Frozen):
     """One copick project: ``path`` or ``session_name,path`` on the command line."""
 
-    path: Path
+    path: Path = Field(description="copick project config JSON")
     session_name: str | None = Field(
         default=None,
         description="Short name that tells runs of several projects apart (run key 'session/run').",
@@ -74,9 +74,9 @@ class CopickSource(Frozen):
 class TargetSpec(Frozen):
     """A copick segmentation: ``name`` or ``name,user_id,session_id``."""
 
-    name: str = "targets"
-    user_id: str = "octopi"
-    session_id: str = "1"
+    name: str = Field(default="targets", description="segmentation name")
+    user_id: str = Field(default="octopi", description="copick user ID")
+    session_id: str = Field(default="1", description="copick session ID")
 
     @classmethod
     def parse(cls, text: str) -> TargetSpec:
@@ -100,8 +100,8 @@ class TargetSpec(Frozen):
 class PickSpec(Frozen):
     """Which picks to read or write: copick user and session IDs."""
 
-    user_id: str = "curation"
-    session_id: str = "0"
+    user_id: str = Field(default="curation", description="copick user ID")
+    session_id: str = Field(default="0", description="copick session ID")
 
     @classmethod
     def parse(cls, text: str) -> PickSpec:
@@ -130,7 +130,10 @@ class DataConfig(Frozen):
     tomo_algorithms: list[str] = Field(
         default=["wbp"], min_length=1, description="Tomogram algorithms; each is one sample"
     )
-    target: TargetSpec = TargetSpec()
+    target: TargetSpec = Field(
+        default=TargetSpec(),
+        description="segmentation the networks learn (`octopi create-targets`)",
+    )
     ground_truth: PickSpec = Field(
         default=PickSpec(), description="picks that validation and test runs are scored against"
     )

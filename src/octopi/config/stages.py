@@ -22,24 +22,32 @@ from octopi.config.base import (
 class LossConfig(Frozen):
     """Segmentation loss (MONAI losses)."""
 
-    name: Literal["tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce"] = (
-        "tversky"
+    name: Literal["tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce"] = Field(
+        default="tversky", description="loss function (MONAI)"
     )
     tversky_alpha: float = Field(default=0.3, gt=0.0, lt=1.0, description="false-positive weight")
     tversky_beta: float | None = Field(
         default=None, gt=0.0, lt=1.0, description="false-negative weight; None → 1 - alpha"
     )
-    focal_gamma: float = Field(default=2.0, ge=0.0)
+    focal_gamma: float = Field(
+        default=2.0, ge=0.0, description="focal exponent (focal losses only)"
+    )
 
 
 class AugmentationConfig(Frozen):
     """Random augmentations of training crops."""
 
-    flip_probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    flip_probability: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="probability of a random flip per axis"
+    )
     rotate90_probability: float = Field(default=0.5, ge=0.0, le=1.0, description="XY plane")
     intensity_scale: float = Field(default=0.1, ge=0.0, description="± relative scale")
     intensity_shift: float = Field(default=0.1, ge=0.0, description="± shift in std units")
-    gaussian_noise_std: float = Field(default=0.0, ge=0.0)
+    gaussian_noise_std: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="standard deviation of added Gaussian noise (z-scored units)",
+    )
 
 
 def _positive_beta(name: str) -> str:
@@ -57,25 +65,47 @@ AmpMode = Literal["auto", "bf16", "fp16", "off"]
 class TrainingConfig(Frozen):
     """How one model is trained (defaults of the published `octopi train`)."""
 
-    num_epochs: int = Field(default=1000, ge=1)
-    val_interval: int = Field(default=10, ge=1)
+    num_epochs: int = Field(
+        default=1000, ge=1, description="training epochs (per trial in a study)"
+    )
+    val_interval: int = Field(
+        default=10, ge=1, description="validate every N epochs (and at the last epoch)"
+    )
     batch_size: int = Field(default=16, ge=1, description="crops per tomogram per epoch")
-    lr: float = Field(default=1e-3, gt=0.0)
-    weight_decay: float = Field(default=1e-4, ge=0.0)
-    warmup_epochs: int = Field(default=5, ge=0)
+    lr: float = Field(
+        default=1e-3,
+        gt=0.0,
+        description="peak AdamW learning rate (linear warm-up, then cosine decay)",
+    )
+    weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay")
+    warmup_epochs: int = Field(
+        default=5, ge=0, description="epochs of linear learning-rate warm-up"
+    )
     ema_decay: float | None = Field(default=0.995, gt=0.0, lt=1.0, description="None → off")
     early_stopping_patience: int | None = Field(
         default=None, ge=1, description="validations without improvement before stopping"
     )
-    best_metric: Metric = "avg_f1"
-    ncache_tomos: int = Field(default=15, ge=1)
-    background_ratio: float = Field(default=0.0, ge=0.0)
+    best_metric: Metric = Field(
+        default="avg_f1",
+        description="checkpoint (and trial) metric: `avg_f1` or `fBetaN`, e.g. `fBeta4`",
+    )
+    ncache_tomos: int = Field(
+        default=15, ge=1, description="tomograms cached per epoch (SmartCache window)"
+    )
+    background_ratio: float = Field(
+        default=0.0, ge=0.0, description="background / foreground crop ratio (`1.0` → 50/50)"
+    )
     dim_in: int = Field(default=96, ge=16, description="crop edge (voxels)")
-    loss: LossConfig = LossConfig()
-    augmentation: AugmentationConfig = AugmentationConfig()
+    loss: LossConfig = Field(default=LossConfig(), description="segmentation loss")
+    augmentation: AugmentationConfig = Field(
+        default=AugmentationConfig(), description="random augmentation of training crops"
+    )
     num_workers: int = Field(default=1, ge=0, description="background crop-sampling threads")
-    seed: int = 42
-    amp: AmpMode = "auto"
+    seed: int = Field(default=42, description="random seed (crops, initialisation, augmentation)")
+    amp: AmpMode = Field(
+        default="auto",
+        description="mixed precision: `auto` (bf16 where supported), `bf16`, `fp16`, `off`",
+    )
 
     @model_validator(mode="after")
     def _interval(self) -> TrainingConfig:
@@ -94,12 +124,19 @@ class InferenceConfig(Frozen):
     """Sliding-window segmentation of whole tomograms."""
 
     window_size: int | None = Field(default=None, ge=16, description="None → the model's crop")
-    overlap: float = Field(default=0.25, ge=0.0, lt=1.0)
-    window_batch_size: int = Field(default=4, ge=1)
+    overlap: float = Field(
+        default=0.25,
+        ge=0.0,
+        lt=1.0,
+        description="overlap of neighbouring windows (fraction of the window)",
+    )
+    window_batch_size: int = Field(default=4, ge=1, description="windows per forward pass")
     tta: Literal["none", "flips", "rot90"] = Field(
         default="none", description="test-time augmentation: XY flips (4) or XY rotations (4)"
     )
-    amp: AmpMode = "auto"
+    amp: AmpMode = Field(
+        default="auto", description="mixed precision: `auto`, `bf16`, `fp16`, `off`"
+    )
     save_probabilities: bool = Field(
         default=True,
         description="segment also writes the class probabilities (float16, (C, Z, Y, X)) into "
@@ -187,9 +224,14 @@ class LocalizeConfig(Frozen):
 class EvaluationConfig(Frozen):
     """Particle-level scoring against ground-truth picks (CZII rules)."""
 
-    distance_fraction: float = Field(default=0.5, gt=0.0)
-    beta: float = Field(default=4.0, gt=0.0)
-    class_weights: dict[str, float] = Field(default_factory=lambda: dict(CZII_CLASS_WEIGHTS))
+    distance_fraction: float = Field(
+        default=0.5, gt=0.0, description="a pick matches a true particle within this × its radius"
+    )
+    beta: float = Field(default=4.0, gt=0.0, description="beta of the weighted F-beta score")
+    class_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(CZII_CLASS_WEIGHTS),
+        description="`{object: weight}` of the weighted F-beta; objects not listed weigh 1",
+    )
 
 
 # --------------------------------------------------------------------------- data preparation
@@ -198,13 +240,17 @@ class EvaluationConfig(Frozen):
 class SynthesizeConfig(Frozen):
     """A synthetic copick project for demos, tests and benchmarks."""
 
-    output: Path
-    runs: int = Field(default=4, ge=1)
-    shape_zyx: tuple[int, int, int] = (64, 128, 128)
-    voxel_size_angstrom: float = Field(default=10.0, gt=0)
-    seed: int = 0
-    picks: PickSpec = PickSpec()
-    run_prefix: str = "TS"
+    output: Path = Field(description="new project folder")
+    runs: int = Field(default=4, ge=1, description="number of runs")
+    shape_zyx: tuple[int, int, int] = Field(
+        default=(64, 128, 128), description="tomogram shape (Z, Y, X) in voxels"
+    )
+    voxel_size_angstrom: float = Field(default=10.0, gt=0, description="voxel size (Å)")
+    seed: int = Field(default=0, description="random seed; same seed, same project")
+    picks: PickSpec = Field(
+        default=PickSpec(), description="user and session of the ground-truth picks"
+    )
+    run_prefix: str = Field(default="TS", description="run names are `<prefix>_<i>`")
     preset: Literal["default", "hard"] = Field(
         default="default",
         description="simulation settings: default (the original generator, same arrays for the "
@@ -216,22 +262,28 @@ class SynthesizeConfig(Frozen):
 class TargetsConfig(Frozen):
     """Picks → one multi-class label volume per run."""
 
-    configs: list[CopickSource] = Field(min_length=1)
-    voxel_size_angstrom: float = Field(default=10.0, gt=0)
-    target: TargetSpec = TargetSpec()
-    picks: PickSpec = PickSpec()
+    configs: list[CopickSource] = Field(min_length=1, description="copick project configs")
+    voxel_size_angstrom: float = Field(
+        default=10.0, gt=0, description="voxel size (Å) of the label volumes"
+    )
+    target: TargetSpec = Field(default=TargetSpec(), description="segmentation to write")
+    picks: PickSpec = Field(default=PickSpec(), description="picks to read")
     objects: list[str] | None = Field(default=None, description="None → every particle object")
     radius_fraction: float = Field(
         default=0.7, gt=0.0, le=1.5, description="ball radius / particle radius (published: 0.7)"
     )
-    run_ids: list[str] | None = None
+    run_ids: list[str] | None = Field(default=None, description="runs to process; null → all")
 
 
 class ImportConfig(Frozen):
     """MRC tomograms → copick tomograms."""
 
-    config: Path
-    input_dir: Path
-    tomo_algorithm: str = "wbp"
-    output_voxel_size_angstrom: float | None = Field(default=None, gt=0)
-    overwrite: bool = False
+    config: Path = Field(description="copick project config JSON")
+    input_dir: Path = Field(
+        description="folder of `.mrc` / `.rec` files (run names from file names)"
+    )
+    tomo_algorithm: str = Field(default="wbp", description="tomogram algorithm name to write")
+    output_voxel_size_angstrom: float | None = Field(
+        default=None, gt=0, description="resample to this voxel size; null → as in the header"
+    )
+    overwrite: bool = Field(default=False, description="replace existing tomograms")

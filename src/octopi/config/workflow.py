@@ -27,12 +27,18 @@ class SearchConfig(Frozen):
     """Model exploration: Optuna study settings."""
 
     model_type: Literal["Unet", "AttentionUnet", "SegResNet", "MedNeXt", "DynUNet", "SwinUNETR"] = (
-        "Unet"
+        Field(default="Unet", description="model family the study explores")
     )
-    num_trials: int = Field(default=100, ge=1)
-    random_seed: int = 42
-    study_name: str = "model-search"
-    pruner: Literal["median", "halving", "none"] = "median"
+    num_trials: int = Field(
+        default=100, ge=1, description="trial slots `0 … N-1`; may grow in a running study"
+    )
+    random_seed: int = Field(default=42, description="sampler seed (slot `i` uses seed + i)")
+    study_name: str = Field(
+        default="model-search", description="Optuna study and MLflow experiment name"
+    )
+    pruner: Literal["median", "halving", "none"] = Field(
+        default="median", description="stop unpromising trials early: `median`, `halving` or `none`"
+    )
     ensemble_size: int = Field(
         default=3,
         ge=0,
@@ -45,11 +51,23 @@ class SearchConfig(Frozen):
 class TrialResources(Frozen):
     """Resources of one trial job (Snakemake `resources:`)."""
 
-    gpu: int = Field(default=1, ge=0)
-    mem_mb: int = Field(default=16000, ge=256)
-    runtime_minutes: int = Field(default=720, ge=1)
-    threads: int = Field(default=4, ge=1)
-    retries: int = Field(default=2, ge=0)
+    gpu: int = Field(
+        default=1, ge=0, description="GPUs per trial job (Snakemake resource `gpu`; Slurm `--gpus`)"
+    )
+    mem_mb: int = Field(
+        default=16000, ge=256, description="memory per trial job (MB; Slurm `--mem`)"
+    )
+    runtime_minutes: int = Field(
+        default=720, ge=1, description="wall-time limit per trial job (minutes; Slurm `--time`)"
+    )
+    threads: int = Field(
+        default=4, ge=1, description="CPU threads per trial job (Slurm `--cpus-per-task`)"
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        description="reruns of a failed trial job; each resumes from `checkpoint.pt`",
+    )
     warning_seconds: int = Field(
         default=300,
         ge=0,
@@ -124,13 +142,24 @@ class TrackingConfig(Frozen):
 class WorkflowConfig(Frozen):
     """Everything a model-exploration study runs with (the Snakemake config)."""
 
-    data: DataConfig
-    training: TrainingConfig = TrainingConfig()
-    search: SearchConfig = SearchConfig()
-    inference: InferenceConfig = InferenceConfig()
-    localize: LocalizeConfig = LocalizeConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
-    trial_resources: TrialResources = TrialResources()
+    data: DataConfig = Field(description="tomograms, targets and the run split")
+    training: TrainingConfig = Field(
+        default=TrainingConfig(),
+        description="settings of every trial that the search does not draw",
+    )
+    search: SearchConfig = Field(default=SearchConfig(), description="the Optuna study")
+    inference: InferenceConfig = Field(
+        default=InferenceConfig(), description="segmentation of the test runs by the best model"
+    )
+    localize: LocalizeConfig = Field(
+        default=LocalizeConfig(), description="picks from those segmentations"
+    )
+    evaluation: EvaluationConfig = Field(
+        default=EvaluationConfig(), description="scoring of the test picks"
+    )
+    trial_resources: TrialResources = Field(
+        default=TrialResources(), description="resources of each trial job (and of `evaluate_test`)"
+    )
     monitor: MonitorConfig = Field(
         default=MonitorConfig(),
         description="what the head prints while a cluster study runs (heartbeat, stall warning)",
@@ -139,7 +168,9 @@ class WorkflowConfig(Frozen):
         default=TrackingConfig(),
         description="where the trials log to MLflow; the MLflow server of a cluster run",
     )
-    create_targets: TargetsConfig | None = None
+    create_targets: TargetsConfig | None = Field(
+        default=None, description="null: the targets exist already; else make them first"
+    )
 
 
 def workflow_json_schema() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 from octopi import config as config_module
 from octopi.config import WorkflowConfig
 from octopi.docgen import COMMAND
-from octopi.docgen.config_descriptions import CHECKS, COMMAND_MODELS, FALLBACK_DESCRIPTIONS
+from octopi.docgen.config_descriptions import CHECKS, COMMAND_MODELS
 from octopi.docgen.markdown import table_cell
 
 
@@ -169,11 +169,7 @@ def docstring_fields(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _description(model: type[BaseModel], name: str, field: FieldInfo) -> str:
-    text = (
-        field.description
-        or docstring_fields(model).get(name)
-        or FALLBACK_DESCRIPTIONS.get(model.__name__, {}).get(name, "")
-    )
+    text = field.description or docstring_fields(model).get(name) or ""
     return re.sub(r"\bNone\b", "null", text)  # as written in the YAML config
 
 
