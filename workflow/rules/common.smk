@@ -106,44 +106,32 @@ _STYLE = (
 )
 
 
-def _cell(value):
-    if isinstance(value, str) and "." in value:  # CSV numbers come as text
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return html.escape(json.dumps(value))
-    return html.escape(str(value))
-
-
-def _table(rows, columns):
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(row.get(c, ''))}</td>" for c in columns) + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _frame_html(frame):
+    """A DataFrame as an HTML table: floats to 4 significant digits, nested values as JSON."""
+    nested = frame.map(lambda v: isinstance(v, (dict, list)))
+    frame = frame.mask(nested, frame.map(json.dumps))
+    return frame.to_html(index=False, float_format="{:.4g}".format, border=0, na_rep="")
 
 
 def _json_tables(data, title=""):
-    """Scalars as a key/value table; a dict of same-keyed dicts as a matrix."""
+    """Scalars as a key/value table; a dict of same-keyed flat dicts as a matrix; other dicts
+    recursively, as sections."""
+    import pandas as pd
+
     scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
     parts = [f"<h3>{html.escape(title)}</h3>"] if title else []
     if scalars:
-        rows = [{"key": k, "value": v} for k, v in scalars.items()]
-        parts.append(_table(rows, ["key", "value"]))
+        rows = pd.DataFrame({"key": list(scalars), "value": list(scalars.values())})
+        parts.append(_frame_html(rows))
     for key, value in data.items():
         if not isinstance(value, dict):
             continue
-        if value and all(isinstance(v, dict) for v in value.values()):
-            inner = [v for v in value.values()]
-            if all(not any(isinstance(x, dict) for x in v.values()) for v in inner):
-                columns = list(dict.fromkeys(c for v in inner for c in v))
-                rows = [{key: name, **v} for name, v in value.items()]
-                parts += [f"<h3>{html.escape(key)}</h3>", _table(rows, [key, *columns])]
+        inner = list(value.values())
+        if inner and all(isinstance(v, dict) for v in inner):
+            if not any(isinstance(x, dict) for v in inner for x in v.values()):
+                matrix = pd.DataFrame.from_dict(value, orient="index")
+                matrix = matrix.rename_axis(key).reset_index()
+                parts += [f"<h3>{html.escape(key)}</h3>", _frame_html(matrix)]
                 continue
         parts.append(_json_tables(value, f"{title}.{key}" if title else key))
     return "".join(parts)
@@ -161,13 +149,9 @@ def _write_html(path, title, body):
 
 def render_csv(csv_path, html_path, title):
     """A CSV file as one HTML table (the report shows HTML, not CSV)."""
-    import csv
+    import pandas as pd
 
-    with open(csv_path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        columns = reader.fieldnames or []
-    _write_html(html_path, title, _table(rows, columns))
+    _write_html(html_path, title, _frame_html(pd.read_csv(csv_path)))
 
 
 def render_json(json_path, html_path, title):
