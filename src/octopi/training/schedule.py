@@ -3,6 +3,18 @@
 The schedule is a pure function of training progress in epochs, so resuming at any epoch
 reproduces it exactly without stored state; its ``state_dict`` only records its settings so
 that a checkpoint from another schedule is refused.
+
+Why not the library versions (issue 15): ``monai.optimizers.WarmupCosineSchedule`` is a
+``LambdaLR`` counted in optimizer steps, whose state is the step count. Our steps per epoch
+follow the cached tomograms and a stop can cut an epoch short (:mod:`octopi.training.stop`),
+so a step count does not identify a point of training, and resuming a cut epoch would need
+it stored and replayed; a function of fractional epochs resumes bit-identically from the
+checkpoint's (epoch, step) alone. ``torch.optim.swa_utils.AveragedModel`` with an EMA
+``multi_avg_fn`` has a constant decay (no warm-up ``(1 + n) / (10 + n)``, which keeps the
+first validations from averaging in the random initialisation) and wraps the model in
+another module, which would change the state-dict keys of every checkpoint and weights file
+already written. Both classes are short and tested for exact resume
+(tests/unit/test_schedule.py, test_checkpoint.py).
 """
 
 from __future__ import annotations
