@@ -53,73 +53,76 @@ def _number_or_off(kind: type) -> Any:
     return parse
 
 
+# The options of `octopi train` beyond the data options, in --help order.
+_TRAIN_OPTIONS = [
+    click.option("--output", type=click.Path(path_type=Path), default="results",
+                 show_default=True, help="Folder for the model, checkpoints and logs."),
+    click.option("--num-epochs", type=int,
+                 help="Total training epochs." + default_help(TrainingConfig, "num_epochs")),
+    click.option("--val-interval", type=int,
+                 help="Validate every N epochs (and at the last)."
+                 + default_help(TrainingConfig, "val_interval")),
+    click.option("--batch-size", type=int,
+                 help="Crops per training step." + default_help(TrainingConfig, "batch_size")),
+    click.option("--lr", type=float,
+                 help="Peak learning rate (AdamW)." + default_help(TrainingConfig, "lr")),
+    click.option("--best-metric",
+                 help="Checkpoint selection metric: avg_f1 or fBetaN (e.g. fBeta4)."
+                 + default_help(TrainingConfig, "best_metric")),
+    click.option("--ncache-tomos", type=int,
+                 help="Tomograms cached per epoch (SmartCache window)."
+                 + default_help(TrainingConfig, "ncache_tomos")),
+    click.option("--tomo-batch-size", "tomo_batch_size", type=int, hidden=True,
+                 help="Old name of --ncache-tomos."),
+    click.option("--background-ratio", type=float,
+                 help="Background / foreground crop ratio (1.0 → 50/50)."
+                 + default_help(TrainingConfig, "background_ratio")),
+    click.option("--tversky-alpha", type=float,
+                 help="Tversky false-positive weight (beta = 1 - alpha)."
+                 + default_help(LossConfig, "tversky_alpha")),
+    click.option("--model-type",
+                 help=f"Network: {_MODEL_TYPES} (case-insensitive).  [default: Unet]"),
+    click.option("--channels", callback=csv_numbers(int),
+                 help="UNet feature maps per level." + default_help(UnetConfig, "channels")),
+    click.option("--strides", callback=csv_numbers(int),
+                 help="UNet downsampling strides." + default_help(UnetConfig, "strides")),
+    click.option("--res-units", type=int,
+                 help="Residual units per UNet level."
+                 + default_help(UnetConfig, "num_res_units")),
+    click.option("--dim-in", type=int,
+                 help="Crop edge in voxels (fine-tuning: the model's)."
+                 + default_help(TrainingConfig, "dim_in")),
+    click.option("--model-config", type=click.Path(path_type=Path),
+                 help="Fine-tune: model_config.yaml of an earlier training."),
+    click.option("--model-weights", type=click.Path(path_type=Path),
+                 help="Fine-tune: its best_model_weights.pth."),
+    click.option("--loss", type=click.Choice(_LOSSES),
+                 help="Segmentation loss." + default_help(LossConfig, "name")),
+    click.option("--weight-decay", type=float,
+                 help="AdamW weight decay." + default_help(TrainingConfig, "weight_decay")),
+    click.option("--warmup-epochs", type=int,
+                 help="Linear learning-rate warm-up, then cosine decay."
+                 + default_help(TrainingConfig, "warmup_epochs")),
+    click.option("--ema-decay", callback=_number_or_off(float),
+                 help="EMA of the weights (validated and saved), or off."
+                 + default_help(TrainingConfig, "ema_decay")),
+    click.option("--early-stopping-patience", callback=_number_or_off(int),
+                 help="Stop after N validations without improvement, or off."
+                 + default_help(TrainingConfig, "early_stopping_patience")),
+    click.option("--seed", type=int,
+                 help="Random seed." + default_help(TrainingConfig, "seed")),
+    click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
+                 help="Mixed precision." + default_help(TrainingConfig, "amp")),
+    click.option("--tracking-uri",
+                 help="MLflow tracking URI, or none.  [default: sqlite:///<output>/mlflow.db]"),
+    click.option("--gt-info",
+                 help="Ground-truth picks for validation: user_id,session_id."
+                 "  [default: curation,0]"),
+]  # fmt: skip
+
+
 def _training_options(command: Any) -> Any:
-    options = [
-        click.option("--output", type=click.Path(path_type=Path), default="results",
-                     show_default=True, help="Folder for the model, checkpoints and logs."),
-        click.option("--num-epochs", type=int,
-                     help="Total training epochs." + default_help(TrainingConfig, "num_epochs")),
-        click.option("--val-interval", type=int,
-                     help="Validate every N epochs (and at the last)."
-                     + default_help(TrainingConfig, "val_interval")),
-        click.option("--batch-size", type=int,
-                     help="Crops per training step." + default_help(TrainingConfig, "batch_size")),
-        click.option("--lr", type=float,
-                     help="Peak learning rate (AdamW)." + default_help(TrainingConfig, "lr")),
-        click.option("--best-metric",
-                     help="Checkpoint selection metric: avg_f1 or fBetaN (e.g. fBeta4)."
-                     + default_help(TrainingConfig, "best_metric")),
-        click.option("--ncache-tomos", type=int,
-                     help="Tomograms cached per epoch (SmartCache window)."
-                     + default_help(TrainingConfig, "ncache_tomos")),
-        click.option("--tomo-batch-size", "tomo_batch_size", type=int, hidden=True,
-                     help="Old name of --ncache-tomos."),
-        click.option("--background-ratio", type=float,
-                     help="Background / foreground crop ratio (1.0 → 50/50)."
-                     + default_help(TrainingConfig, "background_ratio")),
-        click.option("--tversky-alpha", type=float,
-                     help="Tversky false-positive weight (beta = 1 - alpha)."
-                     + default_help(LossConfig, "tversky_alpha")),
-        click.option("--model-type",
-                     help=f"Network: {_MODEL_TYPES} (case-insensitive).  [default: Unet]"),
-        click.option("--channels", callback=csv_numbers(int),
-                     help="UNet feature maps per level." + default_help(UnetConfig, "channels")),
-        click.option("--strides", callback=csv_numbers(int),
-                     help="UNet downsampling strides." + default_help(UnetConfig, "strides")),
-        click.option("--res-units", type=int,
-                     help="Residual units per UNet level."
-                     + default_help(UnetConfig, "num_res_units")),
-        click.option("--dim-in", type=int,
-                     help="Crop edge in voxels (fine-tuning: the model's)."
-                     + default_help(TrainingConfig, "dim_in")),
-        click.option("--model-config", type=click.Path(path_type=Path),
-                     help="Fine-tune: model_config.yaml of an earlier training."),
-        click.option("--model-weights", type=click.Path(path_type=Path),
-                     help="Fine-tune: its best_model_weights.pth."),
-        click.option("--loss", type=click.Choice(_LOSSES),
-                     help="Segmentation loss." + default_help(LossConfig, "name")),
-        click.option("--weight-decay", type=float,
-                     help="AdamW weight decay." + default_help(TrainingConfig, "weight_decay")),
-        click.option("--warmup-epochs", type=int,
-                     help="Linear learning-rate warm-up, then cosine decay."
-                     + default_help(TrainingConfig, "warmup_epochs")),
-        click.option("--ema-decay", callback=_number_or_off(float),
-                     help="EMA of the weights (validated and saved), or off."
-                     + default_help(TrainingConfig, "ema_decay")),
-        click.option("--early-stopping-patience", callback=_number_or_off(int),
-                     help="Stop after N validations without improvement, or off."
-                     + default_help(TrainingConfig, "early_stopping_patience")),
-        click.option("--seed", type=int,
-                     help="Random seed." + default_help(TrainingConfig, "seed")),
-        click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]),
-                     help="Mixed precision." + default_help(TrainingConfig, "amp")),
-        click.option("--tracking-uri",
-                     help="MLflow tracking URI, or none.  [default: sqlite:///<output>/mlflow.db]"),
-        click.option("--gt-info",
-                     help="Ground-truth picks for validation: user_id,session_id."
-                     "  [default: curation,0]"),
-    ]  # fmt: skip
-    for option in reversed(options):
+    for option in reversed(_TRAIN_OPTIONS):
         command = option(command)
     return command
 
@@ -174,6 +177,11 @@ def train(output, model_config, model_weights, tracking_uri, gt_info, **values):
             init_card_path=model_config,
             tracking_uri=tracking_uri,
         )
+    _report(result, output)
+
+
+def _report(result: Any, output: Path) -> None:
+    """What `octopi train` prints at the end: the best validation, the calibration, the model."""
     if result.best_metric is None:
         click.echo(f"no validation ran; outputs in {output}")
     else:
