@@ -101,51 +101,45 @@ def run_trial_slot(
         )
     folder = trial_dir(study_dir, slot)
     folder.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(posix_lock(folder / ".lock", blocking=False))
-        except LockHeldError as error:
-            raise SlotBusyError(
-                f"slot {slot} of {study_dir} is being run by another process (lock on "
-                f"{folder / '.lock'}); wait for it, or stop that process first"
-            ) from error
+    with _slot_lock(study_dir, slot, folder):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         phases = _Phases()
-        overrides = (
-            load_overrides(study_dir / SEARCH_SPACE_NAME)
-            if search_space_overrides is None
-            else search_space_overrides
-        )
+        overrides = search_space_overrides
+        if overrides is None:
+            overrides = load_overrides(study_dir / SEARCH_SPACE_NAME)
+        search, metric = workflow.search, workflow.training.best_metric
         study = open_study(
-            study_dir,
-            workflow.search,
-            workflow.training.best_metric,
-            training=workflow.training,
-            slot=slot,
+            study_dir, search, metric, training=workflow.training, slot=slot,
             search_space_overrides=overrides,
-        )
+        )  # fmt: skip
         phases.lap("open_study")
         mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("slot") == slot]
         done = [t for t in mine if t.state in FINISHED]
         if done:
-            return finished_result(folder, done[-1], workflow.training.best_metric)
+            return finished_result(folder, done[-1], metric)
         trial, resumed = _new_trial(study, slot, mine)
         phases.lap("new_trial")
         attempt = _Attempt(
             study_dir, slot, folder, workflow, split, study, trial, start, resumed, phases
         )
         try:
-            return _run_trial(
-                attempt,
-                tracking_uri,
-                show_progress,
-                overrides,
-                device,
-                memory_bytes,
-            )
+            return _run_trial(attempt, tracking_uri, show_progress, overrides, device, memory_bytes)
         except BaseException as error:
             record_failure(study, trial, folder, error)
             raise
+
+
+@contextlib.contextmanager
+def _slot_lock(study_dir: Path, slot: int, folder: Path):
+    """Hold the slot's lock (``trials/<slot>/.lock``); SlotBusyError when another has it."""
+    try:
+        with posix_lock(folder / ".lock", blocking=False):
+            yield
+    except LockHeldError as error:
+        raise SlotBusyError(
+            f"slot {slot} of {study_dir} is being run by another process (lock on "
+            f"{folder / '.lock'}); wait for it, or stop that process first"
+        ) from error
 
 
 @dataclass
@@ -233,29 +227,33 @@ def _run_trial(
     except optuna.TrialPruned:
         state = TrialState.PRUNED
         summary = checkpoint_summary(folder)
-    seconds_training = phases.lap("training")
+    phases.lap("training")
+    return _finish_trial(attempt, state, summary, uri, parent)
 
+
+def _finish_trial(
+    attempt: _Attempt, state: TrialState, summary: dict, uri: str, parent: str | None
+) -> SlotResult:
+    """Tell Optuna the trial's value (:func:`objective_value`), complete its MLflow run and
+    write ``result.json``, last, which marks the slot done."""
+    slot, folder, trial, phases = attempt.slot, attempt.folder, attempt.trial, attempt.phases
+    search, metric = attempt.workflow.search, attempt.workflow.training.best_metric
+    seconds_training = phases["training"]
     complete = state == TrialState.COMPLETE
     value = objective_value(summary, metric) if complete else summary.get("best_metric")
-    if state == TrialState.COMPLETE and value is None:
+    if complete and value is None:
         raise RuntimeError(f"slot {slot}: training finished without a validation {metric}")
     trial.set_user_attr("best_epoch", summary.get("best_epoch"))
     trial.set_user_attr("best_metric_uncalibrated", summary.get("best_metric"))
     trial.set_user_attr("epochs_completed", summary.get("epochs_completed"))
     trial.set_user_attr("seconds_training", round(seconds_training, 3))
-    frozen = attempt.study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+    frozen = attempt.study.tell(trial, value if complete else None, state=state)
     phases.lap("tell")
+    parent = parent or study_parent_run(attempt.study_dir, uri, search.study_name)
     sync_trial_run(
-        uri,
-        search.study_name,
-        folder,
-        slot,
-        parent_run_id=parent or study_parent_run(attempt.study_dir, uri, search.study_name),
-        trial=frozen,
-        metric=metric,
+        uri, search.study_name, folder, slot, parent_run_id=parent, trial=frozen, metric=metric
     )
     phases.lap("mlflow_trial")
-
     seconds_total = time.perf_counter() - attempt.start
     result = SlotResult(
         slot=slot,
