@@ -86,7 +86,8 @@ def with_preset(suite: Suite, preset: str) -> Suite:
     return dataclasses.replace(suite, name=f"{suite.name}-{preset}", data=data)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: run, report, install, dry-run."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.split("\n")[0]
     )
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     dry.add_argument(
         "--report-only", action="store_true", help="regenerate the table from the latest results"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
 
     if args.command == "dry-run":
@@ -140,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"regenerated {DOC} from {path}")
         return 0
 
+    return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``run``: measure the suite, save the results, regenerate the docs block."""
     phases = tuple(p for p in args.phases.split(",") if p)
     unknown = sorted(set(phases) - set(measure.PHASES))
     if unknown:

@@ -15,6 +15,7 @@ Goals (from the issue), each row marked ``met`` / ``not met`` (``n/a`` when not 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 THROUGHPUT_GOAL = 2.0
 INFERENCE_GOAL = 5.0
@@ -79,44 +80,58 @@ def _per_tomogram(row: dict | None) -> float | None:
     return seg.get("seconds_per_tomogram_in_tool") or seg.get("seconds_per_tomogram_wall")
 
 
+def _row(
+    measurement: str,
+    octopi: Any,
+    ours: Any,
+    ratio: float | None = None,
+    goal: str = "—",
+    status: str = "—",
+    **extra: Any,
+) -> dict:
+    """One table row; ``difference`` (if given) sits before the goal, ``note`` after all."""
+    row: dict = {"measurement": measurement, "octopi": octopi, "ours": ours, "ratio": ratio}
+    if "difference" in extra:
+        row["difference"] = extra.pop("difference")
+    return row | {"goal": goal, "status": status} | extra
+
+
 def build_rows(results: dict) -> list[dict]:
     """Table rows: measurement, octopi, ours, ours/octopi, goal, status."""
-    rows: list[dict] = []
-    throughput = results.get("training_throughput", [])
+    return (
+        _training_rows(results.get("training_throughput", []))
+        + _inference_rows(results.get("inference", []), results.get("quality", []))
+        + _overhead_rows(results.get("study_overhead", {}))
+    )
+
+
+def _training_rows(throughput: list[dict]) -> list[dict]:
+    """Patches/s against the goal, then peak memory, per crop size."""
     dims = sorted({r["dim_in"] for r in throughput if "dim_in" in r})
+    rows, memory = [], []
     for dim in dims:
         theirs = _fastest(throughput, tool="published", dim_in=dim)
         mine = _fastest(throughput, tool="ours", dim_in=dim)
         t, o = theirs.get("patches_per_s"), mine.get("patches_per_s")
         ratio = _ratio(o, t)
         spans = f"timed {_fmt(_span(theirs), 0)} s / {_fmt(_span(mine), 0)} s"
+        ok = None if ratio is None else ratio >= THROUGHPUT_GOAL
         rows.append(
-            {
-                "measurement": f"Training throughput, dim-in {dim} (patches/s; {spans})",
-                "octopi": t,
-                "ours": o,
-                "ratio": ratio,
-                "goal": f"ours/octopi ≥ {THROUGHPUT_GOAL:g}",
-                "status": _status(None if ratio is None else ratio >= THROUGHPUT_GOAL),
-            }
-        )
-    for dim in dims:
-        theirs = _fastest(throughput, tool="published", dim_in=dim)
-        mine = _fastest(throughput, tool="ours", dim_in=dim)
+            _row(f"Training throughput, dim-in {dim} (patches/s; {spans})", t, o, ratio,
+                 f"ours/octopi ≥ {THROUGHPUT_GOAL:g}", _status(ok))
+        )  # fmt: skip
         t, o = theirs.get("peak_pss_mb"), mine.get("peak_pss_mb")
-        rows.append(
-            {
-                "measurement": f"Training peak memory, dim-in {dim} (MB)",
-                "octopi": t,
-                "ours": o,
-                "ratio": _ratio(o, t),
-                "goal": "—",
-                "status": "—",
-            }
-        )
+        memory.append(_row(f"Training peak memory, dim-in {dim} (MB)", t, o, _ratio(o, t)))
+    return rows + memory
 
-    inference = results.get("inference", [])
-    quality = results.get("quality", [])
+
+def _segment_value(row: dict | None, key: str) -> Any:
+    return row["segment"].get(key) if row and "segment" in row else None
+
+
+def _inference_rows(inference: list[dict], quality: list[dict]) -> list[dict]:
+    """Seconds per tomogram against the goal, wall and memory, then F4 at equal epochs and
+    equal wall-clock, and the published tool's own score."""
     inf_t = _find(inference, tool="published", comparison="equal-epochs")
     inf_o = _find(inference, tool="ours", comparison="equal-epochs")
     f4_t = inf_t.get("f4") if inf_t else None
@@ -127,143 +142,72 @@ def build_rows(results: dict) -> list[dict]:
         inference_ok = None
     else:
         inference_ok = time_ratio <= 1.0 / INFERENCE_GOAL and f4_o >= f4_t
-    rows.append(
-        {
-            "measurement": "Inference, seconds per tomogram (each tool's defaults)",
-            "octopi": sec_t,
-            "ours": sec_o,
-            "ratio": time_ratio,
-            "goal": f"ours/octopi ≤ {1 / INFERENCE_GOAL:g} at equal or better F4",
-            "status": _status(inference_ok),
-        }
-    )
-    wall_t = (
-        inf_t["segment"].get("seconds_per_tomogram_wall") if inf_t and "segment" in inf_t else None
-    )
-    wall_o = (
-        inf_o["segment"].get("seconds_per_tomogram_wall") if inf_o and "segment" in inf_o else None
-    )
-    rows.append(
-        {
-            "measurement": "Inference, process wall / tomograms (with start-up) (s)",
-            "octopi": wall_t,
-            "ours": wall_o,
-            "ratio": _ratio(wall_o, wall_t),
-            "goal": "—",
-            "status": "—",
-        }
-    )
-    mem_t = inf_t["segment"].get("peak_pss_mb") if inf_t and "segment" in inf_t else None
-    mem_o = inf_o["segment"].get("peak_pss_mb") if inf_o and "segment" in inf_o else None
-    rows.append(
-        {
-            "measurement": "Inference peak memory (MB)",
-            "octopi": mem_t,
-            "ours": mem_o,
-            "ratio": _ratio(mem_o, mem_t),
-            "goal": "—",
-            "status": "—",
-        }
-    )
-    epochs_row = _find(quality, tool="published", comparison="equal-epochs") or {}
-    epochs = epochs_row.get("epochs", "N")
+    wall_t = _segment_value(inf_t, "seconds_per_tomogram_wall")
+    wall_o = _segment_value(inf_o, "seconds_per_tomogram_wall")
+    mem_t, mem_o = _segment_value(inf_t, "peak_pss_mb"), _segment_value(inf_o, "peak_pss_mb")
+    rows = [
+        _row("Inference, seconds per tomogram (each tool's defaults)", sec_t, sec_o, time_ratio,
+             f"ours/octopi ≤ {1 / INFERENCE_GOAL:g} at equal or better F4", _status(inference_ok)),
+        _row("Inference, process wall / tomograms (with start-up) (s)", wall_t, wall_o,
+             _ratio(wall_o, wall_t)),
+        _row("Inference peak memory (MB)", mem_t, mem_o, _ratio(mem_o, mem_t)),
+    ]  # fmt: skip
+    return rows + _quality_rows(inference, quality, f4_t, f4_o, inf_t)
+
+
+def _quality_rows(
+    inference: list[dict], quality: list[dict], f4_t: Any, f4_o: Any, inf_t: dict | None
+) -> list[dict]:
+    """F4 at equal epochs (against the goal) and at equal wall-clock; octopi's own score."""
+    epochs = (_find(quality, tool="published", comparison="equal-epochs") or {}).get("epochs", "N")
     diff = None if f4_t is None or f4_o is None else f4_o - f4_t
-    rows.append(
-        {
-            "measurement": f"F4 on test runs, equal epochs ({epochs}; our evaluate)",
-            "octopi": f4_t,
-            "ours": f4_o,
-            "ratio": None,
-            "difference": diff,
-            "goal": f"ours ≥ octopi + {F4_MARGIN:g}",
-            "status": _status(None if diff is None else diff >= F4_MARGIN - 1e-12),
-        }
-    )
     eq_time = _find(inference, tool="ours", comparison="equal-time")
     eq_time_train = _find(quality, tool="ours", comparison="equal-time") or {}
     budget = eq_time_train.get("budget_seconds")
     f4_time = eq_time.get("f4") if eq_time else None
-    rows.append(
-        {
-            "measurement": (
-                f"F4 on test runs, equal wall-clock ({_fmt(budget, 0)} s; ours "
-                f"{eq_time_train.get('epochs', '?')} epochs)"
-            ),
-            "octopi": f4_t,
-            "ours": f4_time,
-            "ratio": None,
-            "difference": None if f4_time is None or f4_t is None else f4_time - f4_t,
-            "goal": "—",
-            "status": "—",
-        }
-    )
     own = inf_t.get("published_own_evaluate", {}).get("f4") if inf_t else None
-    rows.append(
-        {
-            "measurement": "octopi's own `evaluate` score of its picks (reference)",
-            "octopi": own,
-            "ours": None,
-            "ratio": None,
-            "goal": "—",
-            "status": "—",
-        }
-    )
-    study = results.get("study_overhead", {})
+    return [
+        _row(f"F4 on test runs, equal epochs ({epochs}; our evaluate)", f4_t, f4_o, None,
+             f"ours ≥ octopi + {F4_MARGIN:g}",
+             _status(None if diff is None else diff >= F4_MARGIN - 1e-12), difference=diff),
+        _row(f"F4 on test runs, equal wall-clock ({_fmt(budget, 0)} s; ours "
+             f"{eq_time_train.get('epochs', '?')} epochs)", f4_t, f4_time,
+             difference=None if f4_time is None or f4_t is None else f4_time - f4_t),
+        _row("octopi's own `evaluate` score of its picks (reference)", own, None),
+    ]  # fmt: skip
+
+
+def _overhead_rows(study: dict) -> list[dict]:
+    """The study's planning and per-job overhead."""
     dry = study.get("dry_run", {})
     dry_seconds = dry.get("wall_seconds") if dry.get("status") == "ok" else None
     trials = dry.get("trials", 200)
-    rows.append(
-        {
-            "measurement": f"{trials}-trial `octopi model-explore --dry-run` (s)",
-            "octopi": None,
-            "ours": dry_seconds,
-            "ratio": None,
-            "goal": f"< {DRY_RUN_GOAL_SECONDS:g} s",
-            "status": _status(None if dry_seconds is None else dry_seconds < DRY_RUN_GOAL_SECONDS),
-            "note": (
-                f"CPU {dry['cpu_seconds']:.1f} s"
-                if dry_seconds is not None and dry.get("cpu_seconds") is not None
-                else dry.get("reason") or dry.get("error")
-            ),
-        }
+    note = (
+        f"CPU {dry['cpu_seconds']:.1f} s"
+        if dry_seconds is not None and dry.get("cpu_seconds") is not None
+        else dry.get("reason") or dry.get("error")
     )
+    ok = None if dry_seconds is None else dry_seconds < DRY_RUN_GOAL_SECONDS
+    rows = [
+        _row(f"{trials}-trial `octopi model-explore --dry-run` (s)", None, dry_seconds, None,
+             f"< {DRY_RUN_GOAL_SECONDS:g} s", _status(ok), note=note),
+    ]  # fmt: skip
     snake = dry.get("snakemake_n", {})
     if snake:
-        rows.append(
-            {
-                "measurement": f"{trials}-trial `snakemake -n` alone (s)",
-                "octopi": None,
-                "ours": snake.get("wall_seconds") if snake.get("returncode") == 0 else None,
-                "ratio": None,
-                "goal": "—",
-                "status": "—",
-                "note": f"CPU {snake['cpu_seconds']:.1f} s" if "cpu_seconds" in snake else None,
-            }
-        )
+        seconds = snake.get("wall_seconds") if snake.get("returncode") == 0 else None
+        cpu = f"CPU {snake['cpu_seconds']:.1f} s" if "cpu_seconds" in snake else None
+        rows.append(_row(f"{trials}-trial `snakemake -n` alone (s)", None, seconds, note=cpu))
     sched = study.get("scheduler", {})
     rows.append(
-        {
-            "measurement": "Snakemake overhead per trial job, local (s)",
-            "octopi": None,
-            "ours": sched.get("seconds_per_job"),
-            "ratio": None,
-            "goal": "—",
-            "status": "—",
-            "note": None if sched.get("status") == "ok" else sched.get("reason"),
-        }
-    )
+        _row("Snakemake overhead per trial job, local (s)", None, sched.get("seconds_per_job"),
+             note=None if sched.get("status") == "ok" else sched.get("reason"))
+    )  # fmt: skip
     imports = study.get("import_seconds", {})
     if imports:
         rows.append(
-            {
-                "measurement": "Start-up every trial job pays: python + `import torch, monai` (s)",
-                "octopi": None,
-                "ours": imports.get("seconds") if imports.get("ok") else None,
-                "ratio": None,
-                "goal": "—",
-                "status": "—",
-            }
-        )
+            _row("Start-up every trial job pays: python + `import torch, monai` (s)", None,
+                 imports.get("seconds") if imports.get("ok") else None)
+        )  # fmt: skip
     return rows
 
 
@@ -301,18 +245,29 @@ def markdown(results: dict, *, plot: str | None = None) -> str:
         "| Measurement | octopi 1.7.0 | ours | ours/octopi | goal | status |",
         "| --- | ---: | ---: | ---: | --- | --- |",
     ]
-    for row in build_rows(results):
-        if row.get("difference") is not None:
-            rel = f"{row['difference']:+.3f}"
-        else:
-            rel = f"{row['ratio']:.2f}×" if row.get("ratio") is not None else "—"
-        measurement = row["measurement"]
-        if row.get("note"):
-            measurement += f" — {row['note']}"
-        lines.append(
-            f"| {measurement} | {_fmt(row['octopi'], 3)} | {_fmt(row['ours'], 3)} | {rel} | "
-            f"{row['goal']} | {row['status']} |"
-        )
+    lines += [_table_line(row) for row in build_rows(results)]
+    lines += _footnotes(results, machine, plot)
+    return "\n".join(lines)
+
+
+def _table_line(row: dict) -> str:
+    """One markdown table line of a :func:`build_rows` row."""
+    if row.get("difference") is not None:
+        rel = f"{row['difference']:+.3f}"
+    else:
+        rel = f"{row['ratio']:.2f}×" if row.get("ratio") is not None else "—"
+    measurement = row["measurement"]
+    if row.get("note"):
+        measurement += f" — {row['note']}"
+    return (
+        f"| {measurement} | {_fmt(row['octopi'], 3)} | {_fmt(row['ours'], 3)} | {rel} | "
+        f"{row['goal']} | {row['status']} |"
+    )
+
+
+def _footnotes(results: dict, machine: dict, plot: str | None) -> list[str]:
+    """Load, the published tool's install, what failed, and the plot, below the table."""
+    lines: list[str] = []
     loads = [x for x in _loads(results) if isinstance(x, int | float)]
     if loads:
         lines += [
@@ -335,7 +290,7 @@ def markdown(results: dict, *, plot: str | None = None) -> str:
         lines += [f"- {item}" for item in failures]
     if plot:
         lines += ["", f"![F4 vs training time]({plot})"]
-    return "\n".join(lines)
+    return lines
 
 
 def _loads(node) -> list[float]:
