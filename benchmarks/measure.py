@@ -23,14 +23,8 @@ CPU time, peak memory of the whole process tree). Phases, in order:
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import re
 import shutil
-import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -38,6 +32,7 @@ from pathlib import Path
 
 from benchmarks import logparse, ours, published
 from benchmarks.data import BenchData, build
+from benchmarks.machine_info import machine, our_versions
 from benchmarks.procs import ProcResult, run_measured, tail
 from benchmarks.suites import Suite
 
@@ -51,58 +46,10 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-# --------------------------------------------------------------------------- machine
-
-
-def machine() -> dict:
-    """CPU model, cores, RAM, GPU (if any), OS, Python."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        ram_gib = round(psutil.virtual_memory().total / 2**30, 1)
-    except Exception:  # noqa: BLE001 - best effort
-        ram_gib = None
-    gpu = None
-    if shutil.which("nvidia-smi"):
-        proc = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-        )
-        gpu = proc.stdout.strip() or None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)),
-        "ram_gib": ram_gib,
-        "gpu": gpu,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def our_versions() -> dict:
-    code = (
-        "import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
-        "('octopi-workflow', 'torch', 'monai', 'copick', 'snakemake')}))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def _record(result: ProcResult, **extra) -> dict:
+def proc_record(result: ProcResult, **extra) -> dict:
     out = result.to_dict()
     out.update(extra)
     if not result.ok:
@@ -110,7 +57,7 @@ def _record(result: ProcResult, **extra) -> dict:
     return out
 
 
-def _fresh(path: Path) -> Path:
+def fresh_dir(path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +93,7 @@ class Runner:
     # ------------------------------------------------------------------ training
 
     def train(self, tool: str, tag: str, dim_in: int, epochs: int, val_interval: int) -> dict:
-        output = _fresh(self.work / "models" / f"{tool}-{tag}")
+        output = fresh_dir(self.work / "models" / f"{tool}-{tag}")
         builder = published.train if tool == "published" else ours.train
         config = self.data.train_config
         argv = builder(
@@ -167,7 +114,7 @@ class Runner:
         desc = logparse.PUBLISHED_TRAIN_BAR if tool == "published" else logparse.OUR_TRAIN_BAR
         epoch_seconds = logparse.steady_epoch_seconds(result.log, desc, epochs) if ok else None
         patches_per_epoch = len(self.data.train_run_ids) * self.suite.batch_size
-        record = _record(
+        record = proc_record(
             result,
             tool=tool,
             tag=tag,
@@ -293,7 +240,7 @@ class Runner:
         model_dir = Path(model["model_dir"])
         config, runs = self.data.test_config, self.data.test_run_ids
         out = {"tool": tool, "comparison": model.get("comparison"), "session": session}
-        work = _fresh(self.work / "inference" / f"{tool}-{session}")
+        work = fresh_dir(self.work / "inference" / f"{tool}-{session}")
         if tool == "published":
             seg_uri = f"predict:published/{session}"
             seg = self.run(
@@ -314,7 +261,7 @@ class Runner:
                 "tta": "none",
             }
             loc_argv = ours.localize(config, runs, seg_info, f"ours,{session}", work / "localize")
-        out["segment"] = _record(
+        out["segment"] = proc_record(
             seg,
             n_tomograms=len(runs),
             seconds_per_tomogram_in_tool=in_tool,
@@ -324,13 +271,13 @@ class Runner:
         if not seg.ok:
             return out
         loc = self.run(f"localize-{tool}-{session}", loc_argv)
-        out["localize"] = _record(loc)
+        out["localize"] = proc_record(loc)
         if not loc.ok:
             return out
         metrics = work / "metrics.json"
         pred = f"{tool},{session}"
         ev = self.run(f"evaluate-{tool}-{session}", ours.evaluate(config, runs, pred, metrics))
-        out["evaluate"] = _record(ev)
+        out["evaluate"] = proc_record(ev)
         f4 = logparse.our_f4(metrics)
         if f4 is None and "no predicted picks" in Path(ev.log).read_text(errors="replace"):
             f4, out["note"] = 0.0, "the tool wrote no picks on the test runs: F4 = 0"
@@ -341,7 +288,7 @@ class Runner:
                 f"evaluate-own-{tool}-{session}",
                 published.evaluate(config, runs, "published", session, ref_dir),
             )
-            out["published_own_evaluate"] = _record(ref, f4=logparse.published_f4(ref_dir))
+            out["published_own_evaluate"] = proc_record(ref, f4=logparse.published_f4(ref_dir))
         return out
 
     def phase_inference(self) -> None:
@@ -354,86 +301,10 @@ class Runner:
     # ------------------------------------------------------------------ study overhead
 
     def phase_study(self) -> None:
-        study: dict = {}
-        ok, why = ours.has_command("model-explore")
-        if not ok:
-            reason = f"`octopi model-explore` is not available: {why}"
-            study["dry_run"] = {"status": "not available", "reason": reason}
-        else:
-            study["dry_run"] = self.dry_run()
-        study["scheduler"] = self.scheduler_overhead()
-        study["import_seconds"] = self.import_seconds()
-        self.results["study_overhead"] = study
+        """Our study overhead: :func:`benchmarks.study_overhead.measure_study`."""
+        from benchmarks.study_overhead import measure_study
 
-    def dry_run(self) -> dict:
-        trials = self.suite.dry_run_trials
-        study_dir = _fresh(self.work / "study-dryrun")
-        argv = [
-            *ours.octopi(), "model-explore", "--config", str(self.data.train_config),
-            "--voxel-size", "10", "--tomo-alg", "wbp", "--target-info", "targets,octopi,1",
-            "--num-trials", str(trials), "--num-epochs", "2", "--val-interval", "1",
-            "--output", str(study_dir), "--dry-run",
-        ]  # fmt: skip
-        first = self.run("dry-run-first", argv)
-        again = self.run("dry-run", argv)
-        out = _record(again, trials=trials, first_call_seconds=first.wall_seconds)
-        out["status"] = "ok" if again.ok else "failed"
-        planned = re.search(r"^trial\s+(\d+)\s*$", Path(again.log).read_text(), re.MULTILINE)
-        out["planned_trial_jobs"] = int(planned.group(1)) if planned else None
-        snakefile = REPO / "Snakefile"
-        if again.ok and (study_dir / "config.yaml").exists() and ours.has_snakemake():
-            snake = self.run(
-                "snakemake-n",
-                [
-                    str(Path(sys.executable).with_name("snakemake")), "-n", "--quiet",
-                    "--snakefile", str(snakefile), "--directory", str(study_dir), "--cores", "1",
-                ],
-                cwd=REPO,
-            )  # fmt: skip
-            out["snakemake_n"] = _record(snake)
-        return out
-
-    def scheduler_overhead(self) -> dict:
-        """Snakemake's own cost per job: N trivial jobs vs 1, local execution, all cores."""
-        if not ours.has_snakemake():
-            return {"status": "not available", "reason": "snakemake is not installed"}
-        jobs = self.suite.scheduler_jobs
-        walls = {}
-        for n in (1, jobs):
-            folder = _fresh(self.work / f"scheduler-{n}")
-            folder.mkdir()
-            (folder / "Snakefile").write_text(
-                f"rule all:\n    input: expand('trial{{i}}.done', i=range({n}))\n\n"
-                "rule trial:\n    output: 'trial{i}.done'\n    shell: 'touch {output}'\n"
-            )
-            result = self.run(
-                f"scheduler-{n}",
-                [
-                    str(Path(sys.executable).with_name("snakemake")), "--cores", "all",
-                    "--quiet", "--keep-going", "--rerun-triggers", "mtime", "input", "params",
-                    "--snakefile", str(folder / "Snakefile"), "--directory", str(folder),
-                ],
-            )  # fmt: skip
-            if not result.ok:
-                return _record(result, status="failed")
-            walls[n] = result.wall_seconds
-        per_job = max(0.0, (walls[jobs] - walls[1]) / (jobs - 1))  # noise can make it < 0
-        return {
-            "status": "ok",
-            "jobs": jobs,
-            "wall_seconds": walls,
-            "seconds_per_job": round(per_job, 3),
-            "what": "snakemake (same settings as profiles/default: cores all, keep-going, "
-            "rerun-triggers mtime/input/params), trivial `touch` jobs; (wall(N) - wall(1))/(N-1)",
-        }
-
-    def import_seconds(self) -> dict:
-        """Interpreter start + `import torch, monai` in our venv: paid once by every trial job."""
-        result = run_measured(
-            [sys.executable, "-c", "import torch, monai"],
-            log_path=self.logs / "import-torch-monai.log",
-        )
-        return {"seconds": result.wall_seconds, "ok": result.ok}
+        self.results["study_overhead"] = measure_study(self)
 
 
 def _validated(row: dict) -> bool:

@@ -266,6 +266,25 @@ def test_tiny_study_end_to_end(tmp_path: Path, six_run_project: Path) -> None:
     pick_sets = projects.pick_sets(projects.resolve(split["test"][0]))
     assert any(s.endswith(",octopi-explore,tiny") for s in pick_sets), pick_sets
 
+    # Calibrated picking: the best model's card carries its calibration; with two COMPLETE
+    # trials select-best averaged them into best_ensemble/, scored on the test run too.
+    from octopi.inference.ensemble_folder import EnsembleCard
+    from octopi.models.model_card import ModelCard
+
+    card = ModelCard.load(study / "best" / "model_config.yaml")
+    assert card.calibration is not None and card.calibration.run_ids == sorted(split["validate"])
+    states = [
+        json.loads((study / "trials" / str(slot) / "result.json").read_text())["state"]
+        for slot in (0, 1)
+    ]
+    if states == ["COMPLETE", "COMPLETE"]:
+        ensemble = EnsembleCard.load(study / "best_ensemble" / "ensemble.yaml")
+        assert sorted(m.slot for m in ensemble.members) == [0, 1]
+        assert ensemble.calibration is not None
+        assert 0.0 <= metrics["ensemble"]["weighted_fbeta"] <= 1.0
+    else:
+        assert metrics["ensemble"] is None
+
     report = (study / "report.html").read_text()
     for fragment in ("trials.html", "best.html", "test.html", ".png"):
         assert fragment in report, fragment
