@@ -74,10 +74,12 @@ def test_writes_the_study_config_and_runs_snakemake_there(
         "--config", "copick.json", "--tomo-alg", "denoised,wbp", "--data-split", "0.7,0.1",
         "--model-type", "mednext", "--num-epochs", "20", "--val-interval", "5",
         "--best-metric", "fBeta3", "--num-trials", "7", "--study-name", "my-explore",
+        "--pruner", "none",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     study = tmp_path / "explore_results"
     config = study_config(study)
+    assert config.search.pruner == "none"
     assert config.data.configs[0].path == copick_config.resolve()  # absolute: jobs run elsewhere
     assert config.data.tomo_algorithms == ["denoised", "wbp"]
     assert config.data.data_split == [0.7, 0.1]

@@ -43,6 +43,7 @@ _FLAGS: dict[str, tuple[str, str, Any]] = {
     "num_trials": ("search", "num_trials", None),
     "random_seed": ("search", "random_seed", None),
     "study_name": ("search", "study_name", None),
+    "pruner": ("search", "pruner", None),
     "tracking_uri": ("tracking", "uri", None),
 }
 
@@ -266,6 +267,11 @@ def _recover(study_dir: Path, executor: str | None) -> None:
 @click.option(
     "--study-name",
     help="Optuna study / MLflow experiment." + default_help(SearchConfig, "study_name"),
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(["median", "halving", "none"]),
+    help="Stop unpromising trials early." + default_help(SearchConfig, "pruner"),
 )
 @click.option(
     "--output",
