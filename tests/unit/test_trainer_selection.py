@@ -16,17 +16,14 @@ from octopi.training.trainer import train_model
 from octopi.training.validation import Validator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_trainer import SETTINGS, TINY_ARCH, states_equal, tiny_data, tiny_training  # noqa: E402
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny networks: threads only add overhead (and stall badly on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from test_trainer import (  # noqa: E402
+    SETTINGS,
+    TINY_ARCH,
+    one_torch_thread,  # noqa: F401 - the module's autouse fixture: one torch thread
+    states_equal,
+    tiny_data,
+    tiny_training,
+)
 
 # --------------------------------------------------------------------------- selection
 
