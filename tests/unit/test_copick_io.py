@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,21 @@ def test_runs_of_the_tiny_project(tiny_project) -> None:
     assert projects.voxel_sizes(projects.resolve("TS_1")) == [20.0]
     assert projects.tomogram_algorithms(projects.resolve("TS_1"), 20.0) == ["denoised", "wbp"]
     assert projects.tomogram_algorithms(projects.resolve("TS_1"), 10.0) == []
+
+
+def test_a_filesystem_project_opens_without_the_data_portal_backend(empty_project) -> None:
+    """Every trial opens the project before training: copick's data portal backend (a GraphQL
+    client, about 0.3 s of imports) is not needed for a filesystem project."""
+    config = str(empty_project.sources[0].path)
+    code = (
+        "import sys; from pathlib import Path; from octopi.config import CopickSource; "
+        "from octopi.data.copick_io import CopickProjects; "
+        f"projects = CopickProjects([CopickSource(path=Path({config!r}))]); "
+        "assert [o.name for o in projects.objects()] == ['apo-ferritin', 'ribosome']; "
+        "print(sorted(m for m in sys.modules if 'cryoet_data_portal' in m))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
