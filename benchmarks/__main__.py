@@ -8,7 +8,8 @@ published tool is installed once into ``benchmarks/.envs/octopi-1.7.0``. Results
 
 Other commands: ``install`` (only create the published venv), ``report`` (regenerate the docs
 from a results file without measuring anything), ``dry-run`` (planning time of 200- and
-1000-trial studies, :mod:`benchmarks.planning`; ``--report-only`` regenerates its table).
+1000-trial studies, :mod:`benchmarks.planning`; ``--report-only`` regenerates its table),
+``trial-overhead`` (what a trial costs besides training, :mod:`benchmarks.trial_overhead`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import measure, planning, published, report
+from benchmarks import measure, planning, published, report, trial_overhead
 from benchmarks.suites import SUITES, Suite
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -78,6 +79,25 @@ def dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def overhead(args: argparse.Namespace) -> int:
+    """``trial-overhead``: measure (or ``--report-only``) and regenerate the docs block."""
+    latest = RESULTS / "latest-trial-overhead.json"
+    if args.report_only:
+        results = json.loads(latest.read_text())
+    else:
+        results = trial_overhead.measure(args.work, trials=args.trials)
+        path = RESULTS / f"trial-overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        _write_json(path, results)
+        _write_json(latest, results)
+        print(f"results: {path}")
+    table = trial_overhead.markdown(results)
+    if not args.no_docs:
+        report.update_doc(DOC, "trial-overhead", table)
+        print(f"table: {DOC}")
+    print(table)
+    return 0
+
+
 def with_preset(suite: Suite, preset: str) -> Suite:
     """``suite`` on data of another synthesize preset, named ``<suite>-<preset>``."""
     if preset == "default":
@@ -127,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument(
         "--report-only", action="store_true", help="regenerate the table from the latest results"
     )
+    over = sub.add_parser("trial-overhead", help="time what a trial costs besides training")
+    over.add_argument("--trials", type=int, default=3, help="trials of the study (one at a time)")
+    over.add_argument("--work", type=Path, default=BENCH_DIR / "work" / "trial-overhead")
+    over.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    over.add_argument(
+        "--report-only", action="store_true", help="regenerate the table from the latest results"
+    )
     return parser
 
 
@@ -136,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "dry-run":
         return dry_run(args)
+    if args.command == "trial-overhead":
+        return overhead(args)
 
     if args.command == "install":
         print(json.dumps(published.ensure_env(quiet=False)))
