@@ -95,6 +95,18 @@ def default_artifact_location(uri: str) -> str | None:
     )
 
 
+def import_store(uri: str | None) -> None:
+    """Import the MLflow client code for ``uri`` (a SQLite store: SQLAlchemy and Alembic too,
+    about 1 s) without connecting, so that a caller timing its start-up counts it among its
+    imports; nothing when tracking is off."""
+    if uri is None or tracking_disabled(uri):
+        return
+    import mlflow.tracking  # noqa: F401
+
+    if uri.startswith("sqlite:"):
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+
 def _client(uri: str):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # compute nodes are often offline
     logging.getLogger("alembic").setLevel(logging.WARNING)  # schema set-up chatter

@@ -184,17 +184,23 @@ def _run_trial(
     memory_bytes: int | None,
 ) -> SlotResult:
     """Train the attempt's trial, tell Optuna how it ended, write ``result.json`` last."""
+    import torch._dynamo  # noqa: F401  (a torch optimizer imports it when created)
+
     from octopi.training.trainer import train_model
 
     workflow, trial, slot, folder = attempt.workflow, attempt.trial, attempt.slot, attempt.folder
     search, metric = workflow.search, workflow.training.best_metric
     phases = attempt.phases
-    phases.lap("imports")  # torch, MONAI and the trainer: paid once per process, by any trial
+    uri = tracking_uri or workflow.tracking.uri or tracking.default_tracking_uri(attempt.study_dir)
+    tracking.import_store(uri)
+    # torch (with the torch._dynamo that every optimizer needs), MONAI, the MLflow store and
+    # the trainer: paid once per process by any trial, so counted here rather than in the
+    # first step that happens to need them (the memory trace of suggest, the parent run).
+    phases.lap("imports")
     architecture, training = configs_for_trial(
         trial, folder, workflow, overrides, device, memory_bytes
     )
     phases.lap("suggest")
-    uri = tracking_uri or workflow.tracking.uri or tracking.default_tracking_uri(attempt.study_dir)
     parent = study_parent_run(attempt.study_dir, uri, search.study_name)
     phases.lap("mlflow_parent")
 
