@@ -146,9 +146,12 @@ def segment_volume(
     probabilities, (C, n, Y, X) float16 a few planes at a time, go to ``probability_sink``.
     """
     import torch
-    from monai.data.utils import compute_importance_map
 
+    from octopi.models.monai_import import import_monai
     from octopi.runtime import autocast_dtype
+
+    import_monai()
+    from monai.data.utils import compute_importance_map
 
     if not models:
         raise ValueError("segment_volume needs at least one model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from octopi.config import (
 from octopi.errors import InputError
 from octopi.input_files import load_torch_file
 from octopi.models.model_card import ModelCard
+from octopi.models.monai_import import import_monai
 
 if TYPE_CHECKING:
     import torch
@@ -114,13 +116,28 @@ def _swin_unetr(arch: SwinUNETRConfig, out_channels: int) -> torch.nn.Module:
     )
 
 
+def _after_monai_import(build: Callable) -> Callable:
+    """``build``, run after :func:`~octopi.models.monai_import.import_monai` (MONAI without
+    its import-everything start-up)."""
+
+    @functools.wraps(build)
+    def built(arch: ModelArchitecture, out_channels: int) -> torch.nn.Module:
+        import_monai()
+        return build(arch, out_channels)
+
+    return built
+
+
 BUILDERS: dict[str, Callable] = {
-    "Unet": _unet,
-    "AttentionUnet": _attention_unet,
-    "SegResNet": _segresnet,
-    "MedNeXt": _mednext,
-    "DynUNet": _dynunet,
-    "SwinUNETR": _swin_unetr,
+    name: _after_monai_import(build)
+    for name, build in {
+        "Unet": _unet,
+        "AttentionUnet": _attention_unet,
+        "SegResNet": _segresnet,
+        "MedNeXt": _mednext,
+        "DynUNet": _dynunet,
+        "SwinUNETR": _swin_unetr,
+    }.items()
 }
 
 

@@ -9,9 +9,12 @@ MONAI has the loss; the focal Tversky family is written here because MONAI has n
 from __future__ import annotations
 
 import torch
-from monai.losses import DiceCELoss, FocalLoss, TverskyLoss
 
 from octopi.config import LossConfig
+from octopi.models.monai_import import import_monai
+
+import_monai()  # MONAI without its import-everything start-up
+from monai.losses import DiceCELoss, FocalLoss, TverskyLoss  # noqa: E402
 
 LOSS_NAMES: tuple[str, ...] = (
     "tversky",
