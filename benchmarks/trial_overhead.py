@@ -53,7 +53,9 @@ SEARCH_SPACE = {
 IMPORT_GROUPS = {
     "torch": "import torch",
     "torch._dynamo (the optimizer's first use)": "import torch._dynamo",
-    "monai (all of it: its __init__ loads every subpackage)": "import monai",
+    "monai (what octopi uses, without MONAI's import-everything walk)": (
+        "from octopi.models.monai_import import import_monai; import_monai()"
+    ),
     "mlflow + its SQLite store": "import mlflow.store.tracking.sqlalchemy_store",
     "optuna": "import optuna",
     "copick + zarr": "import copick.impl.filesystem, zarr",
