@@ -129,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
         "(use 2-3 on a machine that other work shares)",
     )
     run.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="measure our tool alone (no octopi 1.7.0 environment needed; its columns stay empty)",
+    )
+    run.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds for the whole run: a step still running then is cut, later phases skipped",
+    )
+    run.add_argument(
         "--preset",
         choices=["default", "hard"],
         default="default",
@@ -185,12 +195,16 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if unknown:
         parser.error(f"unknown phases {unknown}; choose from {', '.join(measure.PHASES)}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    suite = with_preset(SUITES[args.suite], args.preset)
+    if args.ours_only:
+        suite = dataclasses.replace(suite, tools=("ours",))
     results = measure.run_suite(
-        with_preset(SUITES[args.suite], args.preset),
+        suite,
         phases=phases,
         work=args.work,
         on_progress=lambda partial: save_results(partial, stamp),
         repeats=args.repeats,
+        time_limit_seconds=args.time_limit,
     )
     path = save_results(results, stamp)
     print(f"results: {path}")

@@ -39,7 +39,6 @@ from benchmarks.suites import Suite
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 PHASES = ("throughput", "quality", "inference", "study")
-TOOLS = ("published", "ours")
 
 
 def log(message: str) -> None:
@@ -67,6 +66,8 @@ def fresh_dir(path: Path) -> Path:
 class Runner:
     """One suite run: the data, the work folder, and the results dict being filled."""
 
+    deadline: float | None = None  # time.monotonic() at the run's time limit (None: none)
+
     def __init__(
         self, suite: Suite, work: Path, data: BenchData, results: dict, repeats: int = 1
     ) -> None:
@@ -80,11 +81,11 @@ class Runner:
 
     def run(self, name: str, argv: list[str], **kwargs) -> ProcResult:
         log(f"{name}: {' '.join(argv[:3])} ...")
+        timeout = self.suite.step_timeout_seconds
+        if self.deadline is not None:  # cut at the time limit (exit 124, like a step timeout)
+            timeout = max(1.0, min(timeout, self.deadline - time.monotonic()))
         result = run_measured(
-            argv,
-            log_path=self.logs / f"{name}.log",
-            timeout_seconds=self.suite.step_timeout_seconds,
-            **kwargs,
+            argv, log_path=self.logs / f"{name}.log", timeout_seconds=timeout, **kwargs
         )
         state = "ok" if result.ok else f"FAILED (exit {result.returncode}, see {result.log})"
         log(f"{name}: {state} in {result.wall_seconds:.0f} s, {result.peak_pss_mb:.0f} MB")
@@ -150,7 +151,7 @@ class Runner:
         rows = self.results.setdefault("training_throughput", [])
         for repeat in range(self.repeats):
             for dim_in in self.suite.throughput_dims:
-                for tool in TOOLS:
+                for tool in self.suite.tools:
                     tag = f"tp{dim_in}" if repeat == 0 else f"tp{dim_in}-r{repeat}"
                     record = self.train(tool, tag, dim_in, epochs, epochs)
                     record["repeat"] = repeat
@@ -160,7 +161,7 @@ class Runner:
         suite = self.suite
         rows = self.results.setdefault("quality", [])
         runs: dict[str, dict] = {}
-        for tool in TOOLS:
+        for tool in suite.tools:
             record = self.train(
                 tool,
                 "eqepochs",
@@ -171,7 +172,8 @@ class Runner:
             record["comparison"] = "equal-epochs"
             runs[tool] = record
             rows.append(record)
-        budget = runs["published"].get("wall_seconds") if runs["published"]["ok"] else None
+        theirs = runs.get("published", {})
+        budget = theirs.get("wall_seconds") if theirs.get("ok") else None
         epochs = self._epochs_for_budget(budget)
         if epochs is None:
             rows.append(
@@ -268,7 +270,7 @@ class Runner:
             seconds_per_tomogram_wall=seg.wall_seconds / len(runs),
             settings=settings,
         )
-        if not seg.ok:
+        if not seg.ok or not self.suite.score_picks:
             return out
         loc = self.run(f"localize-{tool}-{session}", loc_argv)
         out["localize"] = proc_record(loc)
@@ -292,9 +294,15 @@ class Runner:
         return out
 
     def phase_inference(self) -> None:
+        """The quality models; without them, the throughput models of crop ``quality_dim``."""
         self._clean_predictions()
         rows = self.results.setdefault("inference", [])
-        for model in self.results.get("quality", []):
+        models = self.results.get("quality") or [
+            dict(r, comparison="equal-epochs")
+            for r in self.results.get("training_throughput", [])
+            if r.get("dim_in") == self.suite.quality_dim and not r.get("repeat")
+        ]
+        for model in models:
             if model.get("ok"):
                 rows.append(self.infer(model))
 
@@ -334,15 +342,15 @@ def run_suite(
     work: Path | None = None,
     on_progress: Callable[[dict], None] | None = None,
     repeats: int = 1,
+    time_limit_seconds: float | None = None,
 ) -> dict:
-    """Run ``suite`` and return the results dict.
-
-    A phase that raises is recorded under ``errors`` and the next phase runs; ``on_progress``
-    gets the results so far after every phase (the CLI saves them, so a killed run keeps them).
-    """
+    """Run ``suite`` and return the results dict. A phase that raises is recorded under
+    ``errors`` and the next runs; ``on_progress`` gets the results after every phase (the CLI
+    saves them); after ``time_limit_seconds`` a running step is cut, later phases skipped."""
     work = work or BENCH_DIR / "work" / suite.name
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    deadline = None if time_limit_seconds is None else time.monotonic() + time_limit_seconds
     results: dict = {
         "suite": suite.name,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -350,15 +358,18 @@ def run_suite(
         "settings": suite.to_dict(),
         "phases": list(phases),
     }
-    log("published octopi 1.7.0 environment ...")
-    results["published_install"] = published.ensure_env()
-    log(f"published env: {results['published_install']}")
-    results["versions"] = {"ours": our_versions(), "published": published.versions()}
+    if with_published := "published" in suite.tools:
+        log("published octopi 1.7.0 environment ...")
+        results["published_install"] = published.ensure_env()
+        log(f"published env: {results['published_install']}")
+    theirs = published.versions() if with_published else {"skipped": "--ours-only"}
+    results["versions"] = {"ours": our_versions(), "published": theirs}
     log("benchmark data ...")
-    data = build(suite.data, work / "data", log_dir=work / "logs")
+    data = build(suite.data, work / "data", log_dir=work / "logs", published_targets=with_published)
     results["data"] = data.describe()
     results["throughput_repeats"] = repeats
     runner = Runner(suite, work, data, results, repeats=repeats)
+    runner.deadline = deadline
     results["our_commands"] = {
         name: ours.has_command(name)[1] or "ok"
         for name in ("train", "segment", "localize", "evaluate", "model-explore")
@@ -366,6 +377,9 @@ def run_suite(
     results["complete"] = False
     for phase in PHASES:
         if phase not in phases:
+            continue
+        if deadline is not None and time.monotonic() >= deadline:
+            results.setdefault("errors", {})[phase] = "not run: the time limit had passed"
             continue
         log(f"phase {phase}")
         try:

@@ -1,4 +1,6 @@
-"""Suite sizes: ``quick`` (a 2-core CPU machine, < 30 min) and ``full`` (a GPU machine)."""
+"""Suite sizes: ``quick`` (a 2-core CPU machine, < 30 min), ``full`` (a GPU machine, hours)
+and ``gpu`` (one GPU, a few minutes: ``benchmarks/gpu_check.sh``; ``gpu-dry`` is its CPU
+rehearsal at toy sizes)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ class Suite:
     dry_run_trials: int = 200
     scheduler_jobs: int = 40
     step_timeout_seconds: int = 3600
+    tools: tuple[str, ...] = ("published", "ours")  # `run --ours-only`: ("ours",)
+    score_picks: bool = True  # False: inference is timed only (no localize, no F4)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,5 +76,39 @@ SUITES: dict[str, Suite] = {
         quality_epochs=200,
         quality_val_interval=20,
         step_timeout_seconds=4 * 3600,
+    ),
+    # benchmarks/gpu_check.sh on one GPU, a few minutes with --phases throughput,inference:
+    # training patches/s at the published default crop 96 and batch 16 (4 training runs of
+    # 128×320×320, 24 epochs of 4 steps, 22 timed: the bars tick in whole seconds), and
+    # inference seconds per CZII-size tomogram (184×630×630) with those throughput models
+    # (equal epochs, both tools), not scored.
+    "gpu": Suite(
+        name="gpu",
+        data=DataSpec(
+            train_runs=4, train_shape=(128, 320, 320), test_runs=1, test_shape=(184, 630, 630)
+        ),
+        batch_size=16,
+        throughput_dims=(96,),
+        throughput_epochs=24,
+        quality_dim=96,
+        quality_epochs=24,
+        quality_val_interval=24,
+        scheduler_jobs=4,
+        step_timeout_seconds=300,
+        score_picks=False,
+    ),
+    # The gpu suite's steps at toy sizes, for GPU_CHECK_DRY=1 on a CPU; its figures mean nothing.
+    "gpu-dry": Suite(
+        name="gpu-dry",
+        data=DataSpec(train_runs=2, train_shape=(48, 96, 96), test_runs=1, test_shape=(48, 96, 96)),
+        batch_size=2,
+        throughput_dims=(32,),
+        throughput_epochs=3,
+        quality_dim=32,
+        quality_epochs=3,
+        quality_val_interval=3,
+        scheduler_jobs=4,
+        step_timeout_seconds=300,
+        score_picks=False,
     ),
 }
