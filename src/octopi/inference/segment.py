@@ -127,6 +127,19 @@ class _Outputs:
     sink: ProbabilitySink | None
 
 
+def _gaussian_importance(window_size: int, device):
+    """MONAI's Gaussian blending weights of a cubic window, (W, W, W) float32 on ``device``."""
+    from octopi.models.monai_import import import_monai
+
+    import_monai()
+    from monai.data.utils import compute_importance_map
+
+    edge = (window_size,) * 3
+    return compute_importance_map(
+        edge, mode="gaussian", sigma_scale=_SIGMA_SCALE, device=device
+    ).float()
+
+
 def segment_volume(
     models: Sequence[torch.nn.Module],
     volume: np.ndarray,
@@ -147,11 +160,7 @@ def segment_volume(
     """
     import torch
 
-    from octopi.models.monai_import import import_monai
     from octopi.runtime import autocast_dtype
-
-    import_monai()
-    from monai.data.utils import compute_importance_map
 
     if not models:
         raise ValueError("segment_volume needs at least one model")
@@ -168,9 +177,7 @@ def segment_volume(
     w = window_size
     starts = [window_starts(n, w, settings.overlap) for n in padded]
     plane_windows = [(y, x) for y in starts[1] for x in starts[2]]
-    importance = compute_importance_map(
-        (w, w, w), mode="gaussian", sigma_scale=_SIGMA_SCALE, device=device
-    ).float()
+    importance = _gaussian_importance(w, device)
     labels, confidence = np.zeros(shape, np.uint8), np.zeros(shape, np.float16)
     outputs = _Outputs(labels, confidence, pads, probability_sink)
     blend: list[torch.Tensor] = []  # [weighted probabilities, weights], allocated on first use
