@@ -9,7 +9,8 @@ published tool is installed once into ``benchmarks/.envs/octopi-1.7.0``. Results
 Other commands: ``install`` (only create the published venv), ``report`` (regenerate the docs
 from a results file without measuring anything), ``dry-run`` (planning time of 200- and
 1000-trial studies, :mod:`benchmarks.planning`; ``--report-only`` regenerates its table),
-``trial-overhead`` (what a trial costs besides training, :mod:`benchmarks.trial_overhead`).
+``trial-overhead`` (what a trial costs besides training, :mod:`benchmarks.trial_overhead`),
+``inference-levers`` (seconds and F4 per inference setting, :mod:`benchmarks.inference_levers`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import measure, planning, published, report, trial_overhead
+from benchmarks import inference_levers, measure, planning, published, report, trial_overhead
 from benchmarks.suites import SUITES, Suite
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -98,6 +99,25 @@ def overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+def levers(args: argparse.Namespace) -> int:
+    """``inference-levers``: measure (or ``--report-only``) and regenerate the docs block."""
+    latest = RESULTS / "latest-inference-levers.json"
+    if args.report_only:
+        results = json.loads(latest.read_text())
+    else:
+        results = inference_levers.measure(args)
+        path = RESULTS / f"inference-levers-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        _write_json(path, results)
+        _write_json(latest, results)
+        print(f"results: {path}")
+    table = inference_levers.markdown(results)
+    if not args.no_docs:
+        report.update_doc(DOC, "inference-levers", table)
+        print(f"table: {DOC}")
+    print(table)
+    return 0
+
+
 def with_preset(suite: Suite, preset: str) -> Suite:
     """``suite`` on data of another synthesize preset, named ``<suite>-<preset>``."""
     if preset == "default":
@@ -164,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     over.add_argument(
         "--report-only", action="store_true", help="regenerate the table from the latest results"
     )
+    inference_levers.add_parser(sub)
     return parser
 
 
@@ -175,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(args)
     if args.command == "trial-overhead":
         return overhead(args)
+    if args.command == "inference-levers":
+        return levers(args)
 
     if args.command == "install":
         print(json.dumps(published.ensure_env(quiet=False)))
