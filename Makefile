@@ -35,7 +35,7 @@ UV_SOURCES ?= $(addprefix --index-url=,$(firstword $(call pip_config,index-url))
 # set (as on this project's CI machines) Python never writes them either, so every process
 # compiled torch, MONAI and MLflow from source again: `import torch` 3-4 s instead of 1 s, a
 # trial's imports 16-25 s instead of 6 s on a 2-core machine (python -m benchmarks
-# trial-overhead). Compiling once at install costs about 50 s there.
+# trial-overhead). Compiling once at install costs about 30 s there.
 UV_INSTALL = $(UV) pip install --python $(BIN)/python $(UV_SOURCES) --compile-bytecode \
 	$(if $(TORCH_BACKEND),--torch-backend=$(TORCH_BACKEND)) --constraints $(LOCK) --build-constraints $(LOCK)
 # `make lock` resolves against this index alone (the CUDA build of torch, with its nvidia-*

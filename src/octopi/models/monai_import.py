@@ -3,9 +3,9 @@
 ``import monai`` runs ``monai.utils.module.load_submodules`` over the whole package: it imports
 every one of its ~430 modules (apps, auto3dseg, bundle, metrics, visualize, ...) and then
 executes each once more (``loader.exec_module`` after ``import_module``). octopi uses MONAI's
-networks, losses and one sliding-window helper, yet every trial process paid that walk: 6-10 s
-of a 2-core machine's CPU against about 3 s for what octopi uses (``python -m benchmarks
-trial-overhead`` has the figures).
+networks, losses and one sliding-window helper, yet every trial process paid that walk: on a
+2-core machine 2.8 s against 1.9 s for what octopi uses (about 10 s against 7 s where no
+bytecode is cached; ``python -m benchmarks trial-overhead`` has the figures).
 
 :func:`import_monai` lets ``monai/__init__.py`` run with the walk turned off (everything else
 in it runs: version, warning filters, TF32 detection), restores the walk function for anyone
