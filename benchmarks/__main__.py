@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import inference_levers, measure, planning, published, report, trial_overhead
@@ -61,61 +62,55 @@ def render(results: dict, doc: Path = DOC) -> None:
     report.update_doc(doc, suite, report.markdown(results, plot=relative))
 
 
-def dry_run(args: argparse.Namespace) -> int:
-    latest = RESULTS / "latest-dry-run.json"
+def measured_or_reported(
+    name: str, args: argparse.Namespace, measure: Callable[[], dict], markdown: Callable
+) -> int:
+    """A stand-alone benchmark ``name`` (dry-run, trial-overhead, inference-levers): run
+    ``measure`` and save its results (or, with ``--report-only``, read the latest), then
+    regenerate its docs block (unless ``--no-docs``) and print the table."""
+    latest = RESULTS / f"latest-{name}.json"
     if args.report_only:
         results = json.loads(latest.read_text())
     else:
-        trials = tuple(int(n) for n in args.trials.split(",") if n)
-        results = planning.measure(args.work, trials, repeats=args.repeats)
-        path = RESULTS / f"dry-run-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        results = measure()
+        path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
         _write_json(path, results)
         _write_json(latest, results)
         print(f"results: {path}")
-    table = planning.markdown(results)
+    table = markdown(results)
     if not args.no_docs:
-        report.update_doc(DOC, "dry-run", table)
+        report.update_doc(DOC, name, table)
         print(f"table: {DOC}")
     print(table)
     return 0
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    trials = tuple(int(n) for n in args.trials.split(",") if n)
+    return measured_or_reported(
+        "dry-run",
+        args,
+        lambda: planning.measure(args.work, trials, repeats=args.repeats),
+        planning.markdown,
+    )
 
 
 def overhead(args: argparse.Namespace) -> int:
-    """``trial-overhead``: measure (or ``--report-only``) and regenerate the docs block."""
-    latest = RESULTS / "latest-trial-overhead.json"
-    if args.report_only:
-        results = json.loads(latest.read_text())
-    else:
-        results = trial_overhead.measure(args.work, trials=args.trials)
-        path = RESULTS / f"trial-overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        _write_json(path, results)
-        _write_json(latest, results)
-        print(f"results: {path}")
-    table = trial_overhead.markdown(results)
-    if not args.no_docs:
-        report.update_doc(DOC, "trial-overhead", table)
-        print(f"table: {DOC}")
-    print(table)
-    return 0
+    return measured_or_reported(
+        "trial-overhead",
+        args,
+        lambda: trial_overhead.measure(args.work, trials=args.trials),
+        trial_overhead.markdown,
+    )
 
 
 def levers(args: argparse.Namespace) -> int:
-    """``inference-levers``: measure (or ``--report-only``) and regenerate the docs block."""
-    latest = RESULTS / "latest-inference-levers.json"
-    if args.report_only:
-        results = json.loads(latest.read_text())
-    else:
-        results = inference_levers.measure(args)
-        path = RESULTS / f"inference-levers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        _write_json(path, results)
-        _write_json(latest, results)
-        print(f"results: {path}")
-    table = inference_levers.markdown(results)
-    if not args.no_docs:
-        report.update_doc(DOC, "inference-levers", table)
-        print(f"table: {DOC}")
-    print(table)
-    return 0
+    return measured_or_reported(
+        "inference-levers",
+        args,
+        lambda: inference_levers.measure(args),
+        inference_levers.markdown,
+    )
 
 
 def with_preset(suite: Suite, preset: str) -> Suite:
