@@ -27,6 +27,7 @@ INFERENCE = InferenceConfig(amp="off")
 # A random network: no class covers a tenth of the volume only by luck, so no cap.
 LOCALIZE = LocalizeConfig(source="auto", score_threshold=0.3, max_foreground_fraction=None)
 THRESHOLDS = LOCALIZE.model_copy(update={"per_class_threshold": {"ribosome": 0.3}})
+UNCALIBRATED = LOCALIZE.model_copy(update={"calibrate": False})
 
 
 def peaky_model(project, seed: int = 0) -> tuple[ModelCard, torch.nn.Module]:
@@ -50,13 +51,15 @@ def peaky_model(project, seed: int = 0) -> tuple[ModelCard, torch.nn.Module]:
     return card, model
 
 
-def validator(project, card, model, localize=LOCALIZE, inference=INFERENCE) -> Validator:
+def validator(
+    project, card, model, localize=LOCALIZE, inference=INFERENCE, ground_truth=None
+) -> Validator:
     return Validator(
         CopickProjects([project.source]),
         project.run_names[:1],
         "wbp",
         card,
-        {project.run_names[0]: {}},
+        ground_truth or {project.run_names[0]: {}},
         inference,
         localize,
         EvaluationConfig(),
@@ -97,11 +100,11 @@ def test_validation_picks_equal_the_tools_picks(tiny_project_copy, tmp_path):
         (THRESHOLDS, INFERENCE, (4, np.float16)),
         (LOCALIZE.model_copy(update={"source": "labels"}), INFERENCE, (3, np.uint8)),
         (LOCALIZE, INFERENCE.model_copy(update={"save_probabilities": False}), (3, np.uint8)),
-        # the default (auto): argmax labels until the model is calibrated, which happens after
-        # training (a fixed 0.5 lost the demo's weak models most of their recall: test F4 0.39
-        # from labels, 0.24 at 0.5)
-        (LOCALIZE, INFERENCE, (3, np.uint8)),
-        (LocalizeConfig(max_foreground_fraction=None), INFERENCE, (3, np.uint8)),
+        # auto without calibration: the argmax labels (a fixed 0.5 lost the demo's weak models
+        # most of their recall: test F4 0.39 from labels, 0.24 at 0.5); with calibration (the
+        # default) score() calibrates instead, see test_calibrated_validation_*
+        (UNCALIBRATED, INFERENCE, (3, np.uint8)),
+        (LocalizeConfig(calibrate=False, max_foreground_fraction=None), INFERENCE, (3, np.uint8)),
     ],
     ids=[
         "probabilities",
@@ -134,3 +137,50 @@ def test_thresholds_that_cannot_act_in_validation_are_refused(tiny_project):
     labels = LocalizeConfig(source="labels", per_class_threshold={"ribosome": 0.2})
     with pytest.raises(ValueError, match="acts on class probabilities"):
         validator(tiny_project, card, model, labels)
+
+
+def _ground_truth(project) -> dict[str, dict[str, np.ndarray]]:
+    projects = CopickProjects([project.source])
+    ref = projects.resolve(project.run_names[0])
+    truth = PickSpec(user_id="curation", session_id="0")
+    return {
+        project.run_names[0]: {
+            o.name: projects.load_picks_angstrom(ref, o.name, truth) for o in projects.objects()
+        }
+    }
+
+
+def test_calibrated_validation_scores_the_picks_of_the_calibrated_settings(tiny_project):
+    """By default (calibration after training, source auto) validation ranks checkpoints by
+    the picking the model will be used with: its calibrated thresholds and sizes. Checked
+    against picking with those settings given explicitly, scored by the uncalibrated path."""
+    card, model = peaky_model(tiny_project)
+    truth = _ground_truth(tiny_project)
+    calibrated = validator(tiny_project, card, model, LOCALIZE, ground_truth=truth)
+    assert calibrated.calibrated
+    metrics, report = calibrated.score(model)
+    calibration = calibrated.calibrate(model)
+    explicit = LOCALIZE.model_copy(
+        update={
+            "calibrate": False,
+            "per_class_threshold": {n: c.threshold for n, c in calibration.classes.items()},
+            "per_class_min_size_fraction": {
+                n: c.min_size_fraction for n, c in calibration.classes.items()
+            },
+        }
+    )
+    by_hand, _ = validator(tiny_project, card, model, explicit, ground_truth=truth).score(model)
+    assert metrics["fBeta4"] == pytest.approx(by_hand["fBeta4"])
+    assert metrics["fBeta4"] == pytest.approx(calibration.weighted_fbeta["calibrated"])
+    assert metrics["labels_weighted_fbeta"] == pytest.approx(calibration.weighted_fbeta["labels"])
+    assert sum(c.true_positives for c in report.per_class.values()) > 0  # it found something
+
+
+def test_validation_without_calibration_after_training_scores_labels(tiny_project):
+    card, model = peaky_model(tiny_project)
+    plain = validator(
+        tiny_project, card, model, UNCALIBRATED, ground_truth=_ground_truth(tiny_project)
+    )
+    assert not plain.calibrated
+    metrics, _ = plain.score(model)
+    assert "labels_weighted_fbeta" not in metrics

@@ -30,7 +30,7 @@ from octopi.inference.localize import (
 )
 from octopi.models.model_card import Calibration, ClassCalibration
 
-__all__ = ["calibrate"]
+__all__ = ["calibrate", "calibrate_with_report"]
 
 _EMPTY = np.zeros((0, 3))
 
@@ -59,6 +59,22 @@ def calibrate(
         ``evaluation.distance_fraction`` × radius).
     settings: every other localize setting (method, separation, ...) as picking will use it.
     """
+    calibration, _ = calibrate_with_report(
+        probabilities, ground_truth, classes, voxel_size_angstrom, settings, evaluation
+    )
+    return calibration
+
+
+def calibrate_with_report(
+    probabilities: Mapping[str, np.ndarray],
+    ground_truth: Mapping[str, Mapping[str, np.ndarray]],
+    classes: Sequence[LocalizeClass],
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig = LocalizeConfig(),
+    evaluation: EvaluationConfig = EvaluationConfig(),
+) -> tuple[Calibration, ScoreReport]:
+    """:func:`calibrate`, and the score of the calibrated picks (each class with its chosen
+    settings, counts summed over the runs): validation during training ranks checkpoints by it."""
     runs = sorted(probabilities)
     missing = [run for run in runs if run not in ground_truth]
     if not runs or missing:
@@ -90,28 +106,29 @@ def calibrate(
         )
         for name, candidate in best.items()
     }
-    calibrated_counts = {name: candidate.counts for name, candidate in best.items()}
-    return Calibration(
+    calibrated = _report({name: candidate.counts for name, candidate in best.items()}, evaluation)
+    calibration = Calibration(
         beta=beta,
         run_ids=runs,
         classes=chosen,
         weighted_fbeta={
-            "labels": _weighted(label_counts, evaluation),
-            "calibrated": _weighted(calibrated_counts, evaluation),
+            "labels": _report(label_counts, evaluation).weighted_fbeta,
+            "calibrated": calibrated.weighted_fbeta,
         },
     )
+    return calibration, calibrated
 
 
-def _weighted(counts: dict[str, ClassCounts], evaluation: EvaluationConfig) -> float:
-    """Class-weighted F-beta of summed counts, exactly as the study scores (CZII rule)."""
+def _report(counts: dict[str, ClassCounts], evaluation: EvaluationConfig) -> ScoreReport:
+    """The score of counts summed over runs; its weighted F-beta is the study's (CZII rule)."""
     weights = evaluation.class_weights
-    report = ScoreReport(
+    return ScoreReport(
         per_class=counts,
         per_run={},
         beta=evaluation.beta,
         class_weights={name: float(weights.get(name, 1.0)) for name in counts},
+        distance_fraction=evaluation.distance_fraction,
     )
-    return report.weighted_fbeta
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,18 @@ def uses_probabilities(inference: InferenceConfig, settings: LocalizeConfig) -> 
     )
 
 
+def validates_calibrated(inference: InferenceConfig, settings: LocalizeConfig) -> bool:
+    """Whether validation during training scores calibrated picking: the model is calibrated
+    after training (``calibrate``) and ``localize`` will pick with that calibration (source
+    ``auto`` without explicit per-class thresholds, probabilities written by ``segment``)."""
+    return (
+        settings.calibrate
+        and settings.source == "auto"
+        and not settings.per_class_threshold
+        and inference.save_probabilities
+    )
+
+
 @dataclass(frozen=True)
 class LocalizePlan:
     """The checked runs (voxel size of each) and classes :func:`run_localize` localizes, and

@@ -3,9 +3,17 @@
 Each validation run's tomogram (first tomogram algorithm) is read and normalised once per
 process and kept; each validation segments it with the network (sliding window), localizes
 particles and scores them against the ground-truth picks, so the best checkpoint is the one
-that picks best. Picks come from what ``segment`` + ``localize`` would pick from with the same
-settings (:func:`~octopi.inference.localize_stages.uses_probabilities`): the class probabilities,
-thresholded per class, or the argmax labels.
+that picks best. Validation scores the picking the model will be used with:
+
+- when the model is calibrated after training and ``localize`` will use that calibration
+  (:func:`~octopi.inference.localize_stages.validates_calibrated`, the default), each
+  validation calibrates the network on the validation runs and scores its calibrated picks.
+  Scoring the argmax labels instead would rank checkpoints by a picking nobody uses: a
+  network trained with a class-weighted loss floods the argmax with particle voxels, scores
+  0 there and picks well once thresholded;
+- otherwise the picks come from what ``segment`` + ``localize`` would pick from with the same
+  settings (:func:`~octopi.inference.localize_stages.uses_probabilities`): the class
+  probabilities, thresholded per class, or the argmax labels.
 """
 
 from __future__ import annotations
@@ -20,10 +28,10 @@ from octopi.config import EvaluationConfig, InferenceConfig, LocalizeConfig
 from octopi.data.copick_io import CopickProjects
 from octopi.data.normalise import normalise_tomogram
 from octopi.errors import InputError
-from octopi.evaluation.calibration import calibrate
+from octopi.evaluation.calibration import calibrate, calibrate_with_report
 from octopi.evaluation.scoring import ScoreReport, score
 from octopi.inference.localize import LocalizeClass, localize
-from octopi.inference.localize_stages import uses_probabilities
+from octopi.inference.localize_stages import uses_probabilities, validates_calibrated
 from octopi.inference.segment import ProbabilityVolume, segment_volume
 from octopi.models.model_card import Calibration, ModelCard
 
@@ -34,7 +42,8 @@ class Validator:
     ``ground_truth``: run key → class name → (M, 3) (x, y, z) Å. Metrics (see :meth:`score`):
     ``avg_f1``, ``weighted_fbeta`` (class-weighted F-beta at ``evaluation.beta``), the
     selection metric under its own name (e.g. ``fBeta4``), ``f1_<class>`` per class and
-    ``seconds``.
+    ``seconds``; with calibrated validation also ``labels_weighted_fbeta`` (the argmax
+    labels' weighted F-beta, for comparison).
     """
 
     def __init__(
@@ -62,6 +71,7 @@ class Validator:
         self.device = device
         self.classes = [LocalizeClass(c.name, c.label, c.radius_angstrom) for c in card.classes]
         self.from_probabilities = uses_probabilities(inference, localize_config)
+        self.calibrated = validates_calibrated(inference, localize_config)
         _check_thresholds(localize_config, [c.name for c in card.classes], self.from_probabilities)
         self._volumes: dict[str, np.ndarray] | None = None
 
@@ -99,13 +109,16 @@ class Validator:
             picks[key] = {name: p.centers_voxel[:, ::-1] * voxel for name, p in found.items()}
         return picks
 
+    def _probabilities(self, model: torch.nn.Module) -> dict[str, np.ndarray]:
+        """run → (C, Z, Y, X) float16 class probabilities of ``model`` (put in eval mode)."""
+        model.eval()
+        return {key: self._segment(model, v, True) for key, v in self.volumes.items()}
+
     def calibrate(self, model: torch.nn.Module) -> Calibration:
         """Per-class thresholds and minimum sizes of ``model`` chosen for F-beta on the
         validation runs (:func:`octopi.evaluation.calibration.calibrate`)."""
-        model.eval()
-        probabilities = {key: self._segment(model, v, True) for key, v in self.volumes.items()}
         return calibrate(
-            probabilities,
+            self._probabilities(model),
             self.ground_truth,
             self.classes,
             self.card.voxel_size_angstrom,
@@ -113,19 +126,35 @@ class Validator:
             self.evaluation,
         )
 
+    def _calibrated_report(self, model: torch.nn.Module) -> tuple[ScoreReport, float]:
+        """(report of the calibrated picks, weighted F-beta of the argmax labels)."""
+        calibration, report = calibrate_with_report(
+            self._probabilities(model),
+            self.ground_truth,
+            self.classes,
+            self.card.voxel_size_angstrom,
+            self.settings,
+            self.evaluation,
+        )
+        return report, calibration.weighted_fbeta["labels"]
+
     def score(self, model: torch.nn.Module) -> tuple[dict[str, float], ScoreReport]:
         """Validate ``model``; returns (metrics, report). The model is left in eval mode."""
         start = time.perf_counter()
         model.eval()
-        report = score(
-            self.picks(model),
-            self.ground_truth,
-            {c.name: c.radius_angstrom for c in self.card.classes},
-            distance_fraction=self.evaluation.distance_fraction,
-            beta=self.evaluation.beta,
-            class_weights=self.evaluation.class_weights,
-        )
-        metrics = {"avg_f1": report.avg_f1, "weighted_fbeta": report.weighted_fbeta}
+        extra: dict[str, float] = {}
+        if self.calibrated:
+            report, extra["labels_weighted_fbeta"] = self._calibrated_report(model)
+        else:
+            report = score(
+                self.picks(model),
+                self.ground_truth,
+                {c.name: c.radius_angstrom for c in self.card.classes},
+                distance_fraction=self.evaluation.distance_fraction,
+                beta=self.evaluation.beta,
+                class_weights=self.evaluation.class_weights,
+            )
+        metrics = {"avg_f1": report.avg_f1, "weighted_fbeta": report.weighted_fbeta, **extra}
         metrics[self.best_metric] = report.metric(self.best_metric)
         for name, counts in report.per_class.items():
             metrics[f"f1_{name}"] = counts.fbeta(1.0)
