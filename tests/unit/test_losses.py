@@ -107,3 +107,37 @@ def test_class_weights_are_inverse_frequency_averaging_one() -> None:
     with_absent = class_weights(torch.tensor([900.0, 0.0, 10.0]))
     assert with_absent[1] == pytest.approx(with_absent[0].item())
     assert class_weights(torch.zeros(3)).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_weighted_ce_matches_a_hand_computed_weighted_mean() -> None:
+    """Against the definition: sum_v w(y_v) * -log softmax(x_v)[y_v] / sum_v w(y_v)."""
+    _, labels = _batch()
+    logits = torch.randn((2, N_CLASSES, 8, 8, 8), generator=torch.Generator().manual_seed(1))
+    loss = build_loss(LossConfig(name="weighted_ce", ce_foreground_weight=50.0))
+    log_p = torch.log_softmax(logits.double(), dim=1)
+    y = labels[:, 0]
+    per_voxel = -log_p.gather(1, y[:, None])[:, 0]
+    w = torch.where(y == 0, 1.0, 50.0).double()
+    expected = float((w * per_voxel).sum() / w.sum())
+    assert float(loss(logits, labels)) == pytest.approx(expected, rel=1e-5)
+    # Weight 1 is plain cross-entropy; more weight on particles raises the loss of a model
+    # that misses them (here: always predicts background).
+    background_only = torch.zeros_like(logits)
+    background_only[:, 0] = 5.0
+    plain = build_loss(LossConfig(name="weighted_ce", ce_foreground_weight=1.0))
+    assert float(plain(logits, labels)) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5
+    )
+    assert float(loss(background_only, labels)) > 2 * float(plain(background_only, labels))
+
+
+def test_tversky_ce_is_the_sum_of_its_parts() -> None:
+    _, labels = _batch()
+    logits = torch.randn((2, N_CLASSES, 8, 8, 8), generator=torch.Generator().manual_seed(2))
+    settings = {"tversky_alpha": 0.4, "ce_foreground_weight": 8.0}
+    both = build_loss(LossConfig(name="tversky_ce", **settings))
+    tversky = build_loss(LossConfig(name="tversky", **settings))
+    ce = build_loss(LossConfig(name="weighted_ce", **settings))
+    assert float(both(logits, labels)) == pytest.approx(
+        float(tversky(logits, labels)) + float(ce(logits, labels)), rel=1e-6
+    )

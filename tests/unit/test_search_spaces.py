@@ -103,13 +103,15 @@ def test_sampled_values_and_base_settings_reach_the_training_config() -> None:
         ("focal", {"focal_gamma"}),
         ("dice_ce", set()),
         ("weighted_focal_tversky", {"tversky_alpha", "focal_gamma"}),
+        ("weighted_ce", {"ce_foreground_weight"}),
+        ("tversky_ce", {"tversky_alpha", "ce_foreground_weight"}),
     ],
 )
 def test_loss_parameters_are_conditional(loss: str, drawn: set[str]) -> None:
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     suggest(trial, "Unet", BASE, None, overrides={"loss": loss, "dim_in": 32, "batch_size": 2})
-    assert {"tversky_alpha", "focal_gamma"} & set(trial.params) == drawn
+    assert {"tversky_alpha", "focal_gamma", "ce_foreground_weight"} & set(trial.params) == drawn
 
 
 def test_a_resumed_trial_gets_the_same_configs() -> None:

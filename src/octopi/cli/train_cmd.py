@@ -7,7 +7,7 @@ config models, so every option here defaults to ``None`` and only overrides them
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -24,6 +24,7 @@ from octopi.config import (
     MODEL_TYPES,
     AttentionUnetConfig,
     LossConfig,
+    LossName,
     PickSpec,
     TrainingConfig,
     UnetConfig,
@@ -32,7 +33,7 @@ from octopi.config import (
 
 _OFF = "off"  # --ema-decay off / --early-stopping-patience off
 _MODEL_TYPES = ", ".join(MODEL_TYPES)
-_LOSSES = ("tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce")
+_LOSSES = get_args(LossName)
 
 
 def _number_or_off(kind: type) -> Any:
@@ -98,6 +99,9 @@ _TRAIN_OPTIONS = [
                  help="Fine-tune: its best_model_weights.pth."),
     click.option("--loss", type=click.Choice(_LOSSES),
                  help="Segmentation loss." + default_help(LossConfig, "name")),
+    click.option("--ce-foreground-weight", type=float,
+                 help="Cross-entropy weight of particle classes (background 1; weighted_ce, "
+                 "tversky_ce)." + default_help(LossConfig, "ce_foreground_weight")),
     click.option("--weight-decay", type=float,
                  help="AdamW weight decay." + default_help(TrainingConfig, "weight_decay")),
     click.option("--warmup-epochs", type=int,
@@ -259,7 +263,10 @@ def _training_config(values: dict) -> TrainingConfig:
                 "seed": values["seed"],
                 "amp": values["amp"],
                 "loss": build(
-                    LossConfig, name=values["loss"], tversky_alpha=values["tversky_alpha"]
+                    LossConfig,
+                    name=values["loss"],
+                    tversky_alpha=values["tversky_alpha"],
+                    ce_foreground_weight=values["ce_foreground_weight"],
                 ),
             }.items()
             if value is not None

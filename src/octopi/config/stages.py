@@ -18,19 +18,34 @@ from octopi.config.base import (
     TargetSpec,
 )
 
+LossName = Literal[
+    "tversky",
+    "focal_tversky",
+    "weighted_focal_tversky",
+    "focal",
+    "dice_ce",
+    "weighted_ce",
+    "tversky_ce",
+]
+"""Every segmentation loss, by name (the one list: CLI choices and the search space use it)."""
+
 
 class LossConfig(Frozen):
-    """Segmentation loss (MONAI losses)."""
+    """Segmentation loss (MONAI losses, and the weighted cross-entropy of the CZII winners)."""
 
-    name: Literal["tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce"] = Field(
-        default="tversky", description="loss function (MONAI)"
-    )
+    name: LossName = Field(default="tversky", description="loss function")
     tversky_alpha: float = Field(default=0.3, gt=0.0, lt=1.0, description="false-positive weight")
     tversky_beta: float | None = Field(
         default=None, gt=0.0, lt=1.0, description="false-negative weight; None → 1 - alpha"
     )
     focal_gamma: float = Field(
         default=2.0, ge=0.0, description="focal exponent (focal losses only)"
+    )
+    ce_foreground_weight: float = Field(
+        default=256.0,
+        ge=1.0,
+        description="cross-entropy weight of every particle class against background 1 "
+        "(weighted_ce, tversky_ce; the first-place CZII solution used 256)",
     )
 
 

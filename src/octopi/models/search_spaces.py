@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from octopi.config import canonical_model_type
+from octopi.config import LossName, canonical_model_type
 from octopi.errors import InputError
 from octopi.input_files import read_yaml_mapping
 from octopi.models.training_memory import MEMORY_FRACTION
@@ -50,10 +50,12 @@ def _number(value: float | None) -> str:
     return f"{value:g}" if value is not None else "?"
 
 
-TVERSKY_LOSSES = ("tversky", "focal_tversky", "weighted_focal_tversky")
+TVERSKY_LOSSES = ("tversky", "focal_tversky", "weighted_focal_tversky", "tversky_ce")
 """Losses that take ``tversky_alpha``."""
 FOCAL_LOSSES = ("focal", "focal_tversky", "weighted_focal_tversky")
 """Losses that take ``focal_gamma``."""
+CE_WEIGHTED_LOSSES = ("weighted_ce", "tversky_ce")
+"""Losses that take ``ce_foreground_weight``."""
 
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("lr", "float", 1e-4, 3e-3, log=True, help="AdamW learning rate"),
@@ -70,11 +72,7 @@ COMMON_PARAMS: tuple[Param, ...] = (
         choices=(48, 64, 80, 96, 128, 160),
         help="crop edge (voxels); rounded up to a multiple of the network's downsampling",
     ),
-    Param(
-        "loss",
-        "categorical",
-        choices=("tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce"),
-    ),
+    Param("loss", "categorical", choices=get_args(LossName)),
     Param(
         "tversky_alpha",
         "float",
@@ -84,6 +82,15 @@ COMMON_PARAMS: tuple[Param, ...] = (
         help="false-positive weight; beta = 1 - alpha",
     ),
     Param("focal_gamma", "float", 0.1, 2.0, when="loss in " + "/".join(FOCAL_LOSSES)),
+    Param(
+        "ce_foreground_weight",
+        "float",
+        1.0,
+        512.0,
+        log=True,
+        when="loss in " + "/".join(CE_WEIGHTED_LOSSES),
+        help="particle-class cross-entropy weight against background 1",
+    ),
     Param(
         "augmentation_strength",
         "float",

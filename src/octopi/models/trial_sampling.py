@@ -30,7 +30,13 @@ from octopi.config import (
     canonical_model_type,
 )
 from octopi.models.registry import minimum_dim_in
-from octopi.models.search_spaces import FOCAL_LOSSES, TVERSKY_LOSSES, Param, parse_overrides
+from octopi.models.search_spaces import (
+    CE_WEIGHTED_LOSSES,
+    FOCAL_LOSSES,
+    TVERSKY_LOSSES,
+    Param,
+    parse_overrides,
+)
 from octopi.models.training_memory import (
     DEFAULT_OUT_CHANNELS,
     MEMORY_FRACTION,
@@ -130,6 +136,8 @@ def _loss(draw: Draw) -> LossConfig:
         values["tversky_alpha"] = draw("tversky_alpha")
     if name in FOCAL_LOSSES:
         values["focal_gamma"] = draw("focal_gamma")
+    if name in CE_WEIGHTED_LOSSES:
+        values["ce_foreground_weight"] = draw("ce_foreground_weight")
     return LossConfig(**values)
 
 

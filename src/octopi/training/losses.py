@@ -3,26 +3,26 @@
 Every loss takes logits ``(B, C, D, H, W)`` (any float dtype; scored in float32) and integer
 labels ``(B, 1, D, H, W)`` with values in ``0..C-1`` (0 is background), applies a softmax over
 the channels and compares against the one-hot labels. MONAI's implementations are used where
-MONAI has the loss; the focal Tversky family is written here because MONAI has none.
+MONAI has the loss; the focal Tversky family is written here because MONAI has none, and the
+class-weighted cross-entropy (``weighted_ce``, alone or added to Tversky as ``tversky_ce``)
+wraps torch's: particle voxels weigh ``ce_foreground_weight`` against background 1, as in the
+first-place CZII solution (weight 256), so that the few voxels of small and rare particles
+are not drowned by background.
 """
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 
-from octopi.config import LossConfig
+from octopi.config import LossConfig, LossName
 from octopi.models.monai_import import import_monai
 
 import_monai()  # MONAI without its import-everything start-up
 from monai.losses import DiceCELoss, FocalLoss, TverskyLoss  # noqa: E402
 
-LOSS_NAMES: tuple[str, ...] = (
-    "tversky",
-    "focal_tversky",
-    "weighted_focal_tversky",
-    "focal",
-    "dice_ce",
-)
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 
 
 def tversky_beta(config: LossConfig) -> float:
@@ -34,10 +34,7 @@ def build_loss(config: LossConfig) -> torch.nn.Module:
     """The loss module named by ``config.name``; see the module docstring for shapes."""
     alpha, beta = config.tversky_alpha, tversky_beta(config)
     if config.name == "tversky":
-        # As the published octopi: background included, so empty crops still teach "nothing here".
-        inner: torch.nn.Module = TverskyLoss(
-            include_background=True, to_onehot_y=True, softmax=True, alpha=alpha, beta=beta
-        )
+        inner: torch.nn.Module = _tversky(alpha, beta)
     elif config.name == "focal_tversky":
         inner = FocalTverskyLoss(alpha=alpha, beta=beta, gamma=config.focal_gamma)
     elif config.name == "weighted_focal_tversky":
@@ -50,9 +47,22 @@ def build_loss(config: LossConfig) -> torch.nn.Module:
         )
     elif config.name == "dice_ce":
         inner = DiceCELoss(include_background=True, to_onehot_y=True, softmax=True)
+    elif config.name == "weighted_ce":
+        inner = WeightedCrossEntropyLoss(config.ce_foreground_weight)
+    elif config.name == "tversky_ce":
+        inner = SumOfLosses(
+            _tversky(alpha, beta), WeightedCrossEntropyLoss(config.ce_foreground_weight)
+        )
     else:  # pragma: no cover - LossConfig's Literal rejects other names first
         raise ValueError(f"unknown loss {config.name!r}; choose one of {', '.join(LOSS_NAMES)}")
     return Float32Loss(inner)
+
+
+def _tversky(alpha: float, beta: float) -> torch.nn.Module:
+    # As the published octopi: background included, so empty crops still teach "nothing here".
+    return TverskyLoss(
+        include_background=True, to_onehot_y=True, softmax=True, alpha=alpha, beta=beta
+    )
 
 
 class Float32Loss(torch.nn.Module):
@@ -119,3 +129,36 @@ class FocalTverskyLoss(torch.nn.Module):
         if not self.inverse_frequency_weights:
             return per_class.mean()
         return (class_weights(onehot.sum(dims)) * per_class).mean()
+
+
+class WeightedCrossEntropyLoss(torch.nn.Module):
+    """Voxel-wise cross-entropy, background weight 1, every particle class ``foreground_weight``.
+
+    The mean is weighted (torch's ``CrossEntropyLoss(weight=...)``): the sum of weighted voxel
+    losses over the sum of the voxels' weights, so the loss stays on one scale whatever the
+    share of particle voxels in a batch.
+    """
+
+    def __init__(self, foreground_weight: float):
+        super().__init__()
+        self.foreground_weight = float(foreground_weight)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        weight = torch.full(
+            (logits.shape[1],), self.foreground_weight, dtype=torch.float32, device=logits.device
+        )
+        weight[0] = 1.0
+        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 0].long(), weight=weight)
+
+
+class SumOfLosses(torch.nn.Module):
+    """The sum of several losses of the same (logits, labels)."""
+
+    def __init__(self, *losses: torch.nn.Module):
+        super().__init__()
+        self.losses = torch.nn.ModuleList(losses)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return sum(
+            (loss(logits, labels) for loss in self.losses), torch.zeros((), device=logits.device)
+        )
