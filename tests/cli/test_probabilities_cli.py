@@ -224,3 +224,27 @@ def test_localize_uses_the_stored_calibration_by_default(tiny_project_copy, tmp_
     assert default["thyroglobulin"] == fixed["thyroglobulin"]
     explicit = localize_counts(project, tmp_path, "23", "--class-thresholds", "ribosome=0.3")
     assert explicit["ribosome"] > 0 and explicit["apo-ferritin"] == 0  # given thresholds decide
+
+
+def test_a_class_calibrated_to_the_argmax_is_picked_from_the_labels(tiny_project_copy, tmp_path):
+    """A stored calibration without a threshold for ribosome (calibration found the argmax
+    better) picks ribosomes from the stored labels, exactly as --source labels does, while
+    the other classes keep their calibrated thresholds."""
+    project = tiny_project_copy
+    calibration = {
+        "ribosome": {"threshold": None, "min_size_fraction": 0.05},
+        "apo-ferritin": {"threshold": 0.95, "min_size_fraction": 0.05},
+    }
+    write_soft_oracle(project, calibration)
+    default = localize_counts(project, tmp_path, "30")
+    labels = localize_counts(project, tmp_path, "31", "--source", "labels")
+    assert default["ribosome"] == labels["ribosome"] > 0
+    assert default["apo-ferritin"] == 0 < labels["apo-ferritin"]  # its calibrated 0.95 acts
+    projects = CopickProjects([project.source])
+    for run in project.run_names:
+        ref = projects.resolve(run)
+        positions = [
+            projects.load_picks_angstrom(ref, "ribosome", PickSpec(user_id="octopi", session_id=s))
+            for s in ("30", "31")
+        ]
+        np.testing.assert_allclose(*(p[np.lexsort(p.T)] for p in positions))

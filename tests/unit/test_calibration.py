@@ -154,3 +154,58 @@ def test_all_minimum_sizes_at_once_equal_one_at_a_time(method):
         np.testing.assert_array_equal(picks.scores, alone.scores)
         counts.append(len(alone))
     assert counts[1] > counts[2] > counts[0] > 0  # the sizes matter on this volume
+
+
+def argmax_only_volume() -> tuple[np.ndarray, dict, list[LocalizeClass]]:
+    """(4, 40, 40, 40) probabilities of a weakly trained network (background, ribosome,
+    thyroglobulin, another class): everywhere 0.5 / 0.1 / 0.3 / 0.1; at the true
+    thyroglobulins 0.25 / 0.25 / 0.28 / 0.22. Thyroglobulin's probability is lower at its
+    particles than around them, so no threshold separates them (≤ 0.28 floods the volume,
+    0.3 keeps everything but the particles, higher finds nothing), while the argmax is
+    thyroglobulin exactly there."""
+    shape = (40, 40, 40)
+    channels = [np.full(shape, p, np.float32) for p in (0.5, 0.1, 0.3, 0.1)]
+    for center in TRUE_CENTERS:
+        ball = _ball(shape, center, 3)
+        for channel, p in zip(channels, (0.25, 0.25, 0.28, 0.22), strict=True):
+            channel[ball] = p
+    probabilities = np.stack(channels).astype(np.float16)
+    truth_xyz_angstrom = np.array(TRUE_CENTERS, float)[:, ::-1] * VOXEL
+    classes = [LocalizeClass("thyroglobulin", 2, 40.0)]
+    return probabilities, {"thyroglobulin": truth_xyz_angstrom}, classes
+
+
+def test_calibration_picks_by_argmax_where_no_threshold_separates_a_class():
+    probabilities, truth, classes = argmax_only_volume()
+    evaluation = EvaluationConfig(class_weights={"thyroglobulin": 1.0})
+    result = calibrate({"run": probabilities}, {"run": truth}, classes, VOXEL, SETTINGS, evaluation)
+    chosen = result.classes["thyroglobulin"]
+    assert chosen.threshold is None  # the argmax
+    assert chosen.fbeta == pytest.approx(1.0) and chosen.fbeta_labels == pytest.approx(1.0)
+    # Ties go to the larger minimum size, as for thresholds.
+    assert chosen.min_size_fraction == 0.2
+    settings = result.localize_settings(SETTINGS)
+    assert settings.argmax_classes == ["thyroglobulin"]
+    assert not settings.per_class_threshold
+    picks = localize(probabilities, classes, VOXEL, settings)["thyroglobulin"]
+    assert sorted(map(tuple, np.round(picks.centers_voxel).astype(int))) == sorted(TRUE_CENTERS)
+    # Without the argmax the calibrated thresholds could not find them.
+    by_threshold = settings.model_copy(update={"argmax_classes": None})
+    found = localize(probabilities, classes, VOXEL, by_threshold)["thyroglobulin"]
+    assert not {tuple(c) for c in np.round(found.centers_voxel).astype(int)} & set(TRUE_CENTERS)
+
+
+def test_a_threshold_that_ties_the_argmax_is_kept():
+    """The constructed volume of the other tests: threshold 0.3 picks perfectly and the argmax
+    finds nothing, so the threshold stays; on a clean volume both pick perfectly and the
+    threshold (the usual way) is kept too."""
+    probabilities, truth = constructed_volume()
+    result = calibrate({"run": probabilities}, {"run": truth}, [CLASS], VOXEL, SETTINGS, EVALUATION)
+    assert result.classes["ribosome"].threshold == 0.3
+    clean = probabilities.copy()
+    clean[1][clean[1] == np.float16(0.35)] = 0.9
+    clean[0] = 1.0 - clean[1]
+    result = calibrate({"run": clean}, {"run": truth}, [CLASS], VOXEL, SETTINGS, EVALUATION)
+    chosen = result.classes["ribosome"]
+    assert chosen.threshold is not None and chosen.fbeta == pytest.approx(1.0)
+    assert chosen.fbeta_labels == pytest.approx(1.0)

@@ -110,16 +110,18 @@ def calibrate(
 
 
 def format_calibration(calibration) -> str:
-    """A table: per class the chosen threshold and minimum size, F-beta before (argmax labels)
-    and after, precision and recall; then the class-weighted F-beta before and after."""
+    """A table: per class the chosen threshold (or argmax) and minimum size, F-beta before
+    (argmax labels) and after, precision and recall; then the class-weighted F-beta before
+    and after."""
     beta = f"{calibration.beta:g}"
     lines = [
         f"{'class':<22} {'threshold':>9} {'min size':>8} {'F' + beta + ' labels':>10} "
         f"{'F' + beta:>6} {'precision':>9} {'recall':>6}"
     ]
     for name, c in calibration.classes.items():
+        threshold = "argmax" if c.threshold is None else f"{c.threshold:.2f}"
         lines.append(
-            f"{name:<22} {c.threshold:>9.2f} {c.min_size_fraction:>8.2f} {c.fbeta_labels:>10.3f} "
+            f"{name:<22} {threshold:>9} {c.min_size_fraction:>8.2f} {c.fbeta_labels:>10.3f} "
             f"{c.fbeta:>6.3f} {c.precision:>9.3f} {c.recall:>6.3f}"
         )
     weighted = calibration.weighted_fbeta

@@ -177,6 +177,10 @@ class LocalizeConfig(Frozen):
         scoring pick is dropped.
     per_class_threshold: class name → threshold, overriding score_threshold.
     per_class_min_size_fraction: class name → min_size_fraction, overriding it for that class.
+    argmax_classes: probability input only; these classes are picked from the argmax of the
+        probabilities instead of a threshold (calibration chooses it where the argmax picks a
+        class better than every threshold: a weakly trained network's class probability can
+        be low everywhere and still the largest at the particles).
     calibrate: after training, choose per class the threshold (of calibration_thresholds) and
         minimum size (of calibration_min_size_fractions) that maximise the class's F-beta on
         the validation runs, and store them in model_config.yaml (`octopi calibrate` redoes it).
@@ -207,6 +211,11 @@ class LocalizeConfig(Frozen):
     per_class_threshold: dict[str, Annotated[float, Field(gt=0.0, le=1.0)]] | None = None
     per_class_min_size_fraction: dict[str, Annotated[float, Field(ge=0.0)]] | None = Field(
         default=None, description="class name → min_size_fraction of that class"
+    )
+    argmax_classes: list[str] | None = Field(
+        default=None,
+        description="classes picked from the argmax of the probabilities, not a threshold "
+        "(calibration sets it where the argmax validated better)",
     )
     calibrate: bool = Field(
         default=True,

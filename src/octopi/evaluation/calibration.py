@@ -6,7 +6,10 @@ specific and rarely the 0.5 of a plain argmax. :func:`calibrate` tries, for each
 (``calibration_thresholds`` × ``calibration_min_size_fractions``) on the class probabilities of
 validation runs and keeps the pair with the highest F-beta of that class, TP/FP/FN summed
 over the runs. Ties go to the higher threshold, then the larger minimum size (fewer picks).
-The argmax labels are scored too (``fbeta_labels``), so the gain is reported honestly.
+The argmax is a candidate too (with each minimum size), chosen only where it beats every
+threshold: early in training a class's probability can stay below 0.3 everywhere and still
+be the largest at its particles, where no threshold separates them from the background.
+The plain argmax labels are scored too (``fbeta_labels``), so the gain is reported honestly.
 
 The result (:class:`~octopi.models.model_card.Calibration`) goes into ``model_config.yaml``;
 ``segment`` stores it with the probabilities and ``localize`` (source ``auto``) uses it.
@@ -25,8 +28,9 @@ from octopi.evaluation.scoring import ClassCounts, ScoreReport, match_points
 from octopi.inference.localize import (
     ClassPicks,
     LocalizeClass,
-    localize,
+    class_min_size_fraction,
     localize_channel_min_sizes,
+    localize_labels_min_sizes,
 )
 from octopi.models.model_card import Calibration, ClassCalibration
 
@@ -37,7 +41,7 @@ _EMPTY = np.zeros((0, 3))
 
 @dataclass(frozen=True)
 class _Candidate:
-    threshold: float
+    threshold: float | None  # None: the argmax
     min_size_fraction: float
     counts: ClassCounts
 
@@ -80,21 +84,21 @@ def calibrate_with_report(
     if not runs or missing:
         raise ValueError(f"calibration needs ground truth for every run; missing: {missing}")
     matcher = _Matcher(ground_truth, voxel_size_angstrom, evaluation.distance_fraction)
-    label_counts = {cls.name: ClassCounts() for cls in classes}
-    for run in runs:
-        labels = np.argmax(probabilities[run], axis=0)
-        with warnings.catch_warnings():  # an untrained argmax floods classes: no picks
-            warnings.simplefilter("ignore", RuntimeWarning)
-            found = localize(labels, classes, voxel_size_angstrom, settings)
-        for cls in classes:
-            label_counts[cls.name] += matcher.counts(found[cls.name], run, cls)
-    best = {
-        cls.name: _best_candidate(
-            probabilities, matcher, cls, voxel_size_angstrom, settings, evaluation.beta
-        )
-        for cls in classes
-    }
+    argmax = _argmax_candidates(probabilities, matcher, classes, voxel_size_angstrom, settings)
     beta = evaluation.beta
+    best: dict[str, _Candidate] = {}
+    label_counts: dict[str, ClassCounts] = {}
+    for cls in classes:
+        by_threshold = _best_candidate(
+            probabilities, matcher, cls, voxel_size_angstrom, settings, beta
+        )
+        by_argmax = max(  # ties: the larger minimum size (listed first)
+            argmax[cls.name].values(), key=lambda candidate: candidate.counts.fbeta(beta)
+        )
+        better = by_argmax.counts.fbeta(beta) > by_threshold.counts.fbeta(beta)
+        best[cls.name] = by_argmax if better else by_threshold
+        own_size = class_min_size_fraction(cls.name, settings)
+        label_counts[cls.name] = argmax[cls.name][own_size].counts
     chosen = {
         name: ClassCalibration(
             threshold=candidate.threshold,
@@ -145,6 +149,40 @@ class _Matcher:
         return match_points(
             positions_angstrom_xyz, truth, self.distance_fraction * cls.radius_angstrom
         )
+
+
+def _argmax_candidates(
+    probabilities: Mapping[str, np.ndarray],
+    matcher: _Matcher,
+    classes: Sequence[LocalizeClass],
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig,
+) -> dict[str, dict[float, _Candidate]]:
+    """class → minimum size → counts of picking the class from the argmax, for the calibration
+    grid's minimum sizes and the class's own one (the plain argmax labels, ``fbeta_labels``);
+    larger sizes first. Each run's argmax is computed once for all classes and sizes."""
+    sizes = {
+        cls.name: sorted(
+            {*settings.calibration_min_size_fractions, class_min_size_fraction(cls.name, settings)},
+            reverse=True,
+        )
+        for cls in classes
+    }
+    counts = {cls.name: {size: ClassCounts() for size in sizes[cls.name]} for cls in classes}
+    for run, volume in probabilities.items():
+        labels = np.argmax(volume, axis=0).astype(np.uint8)
+        with warnings.catch_warnings():  # an untrained argmax floods classes: no picks
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for cls in classes:
+                picks_by_size = localize_labels_min_sizes(
+                    labels, cls, voxel_size_angstrom, settings, sizes[cls.name]
+                )
+                for size, picks in zip(sizes[cls.name], picks_by_size, strict=True):
+                    counts[cls.name][size] += matcher.counts(picks, run, cls)
+    return {
+        name: {size: _Candidate(None, size, total) for size, total in by_size.items()}
+        for name, by_size in counts.items()
+    }
 
 
 def _best_candidate(

@@ -117,18 +117,25 @@ def localize(
     segmentation: (Z, Y, X) integer labels (0 background), or (C, Z, Y, X) float probabilities
         with channel 0 background and channel ``cls.label`` for each class; a class's voxels
         are those with probability >= :func:`class_threshold` (thresholds act on
-        probabilities only).
+        probabilities only), or for ``settings.argmax_classes`` those where it is the argmax.
     classes: the classes to localize; labels must be >= 1 (and < C for probabilities).
     voxel_size_angstrom: voxel edge in Å; radius in voxels = radius_angstrom / voxel size.
     Returns class name -> ClassPicks (empty (0, 3) arrays where nothing was found).
     """
     volume = np.asarray(segmentation)
-    if _validate(volume, classes, voxel_size_angstrom, settings):
-        return {
-            cls.name: _localize_probability(volume[cls.label], cls, voxel_size_angstrom, settings)
-            for cls in classes
-        }
-    return _localize_labels(volume, classes, voxel_size_angstrom, settings)
+    if not _validate(volume, classes, voxel_size_angstrom, settings):
+        return _localize_labels(volume, classes, voxel_size_angstrom, settings)
+    argmax = set(settings.argmax_classes or ())
+    found = {
+        cls.name: _localize_probability(volume[cls.label], cls, voxel_size_angstrom, settings)
+        for cls in classes
+        if cls.name not in argmax
+    }
+    by_argmax = [cls for cls in classes if cls.name in argmax]
+    if by_argmax:
+        labels = np.argmax(volume, axis=0).astype(np.uint8)
+        found.update(_localize_labels(labels, by_argmax, voxel_size_angstrom, settings))
+    return {cls.name: found[cls.name] for cls in classes}
 
 
 def localize_channel(
@@ -162,6 +169,26 @@ def localize_channel_min_sizes(
     return _pick_class(
         cls, mask.shape, counts, mask.__getitem__, channel, voxel_size_angstrom, settings,
         min_size_fractions,
+    )  # fmt: skip
+
+
+def localize_labels_min_sizes(
+    labels: np.ndarray,
+    cls: LocalizeClass,
+    voxel_size_angstrom: float,
+    settings: LocalizeConfig,
+    min_size_fractions: Sequence[float],
+) -> list[ClassPicks]:
+    """Picks of one class from (Z, Y, X) integer labels for each of ``min_size_fractions``
+    (in that order), each exactly as :func:`localize` of the labels with that class's
+    ``per_class_min_size_fraction``; the components are computed once for all."""
+    if not min_size_fractions:
+        raise ValueError("min_size_fractions is empty; give at least one")
+    _validate_classes([cls], voxel_size_angstrom)
+    mask = np.asarray(labels) == cls.label
+    return _pick_class(
+        cls, mask.shape, block_counts_of_mask(mask), mask.__getitem__, None,
+        voxel_size_angstrom, settings, min_size_fractions,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from octopi.data import targets
 from octopi.data.copick_io import CopickDataError, CopickProjects, ParticleObject, RunRef
 from octopi.errors import InputError
 from octopi.inference.stages import resolve_runs
+from octopi.models.model_card import calibrated_settings
 
 if TYPE_CHECKING:
     from octopi.inference.localize import LocalizeClass
@@ -195,6 +196,7 @@ def run_localize(plan: LocalizePlan, picks_out: PickSpec) -> dict[str, dict[str,
             settings = _run_settings(
                 plan, projects.probability_calibration(ref, voxel_size, target)
             )
+            argmax = [c for c in plan.classes if c.name in (settings.argmax_classes or ())]
             found = {  # one channel in memory at a time; a class the model lacks gets no picks
                 cls.name: localize_channel(
                     projects.load_probability(ref, voxel_size, target, cls.name),
@@ -205,7 +207,12 @@ def run_localize(plan: LocalizePlan, picks_out: PickSpec) -> dict[str, dict[str,
                 if cls.name in stored
                 else ClassPicks(np.zeros((0, 3)), np.zeros(0, np.float32))
                 for cls in plan.classes
+                if cls not in argmax
             }
+            if argmax:  # the labels segment wrote are the argmax of these probabilities
+                labels = projects.load_segmentation(ref, voxel_size, target)
+                of_labels = settings.model_copy(update={"per_class_threshold": None})
+                found.update(localize(labels, argmax, voxel_size, of_labels))
         for name, picks in found.items():
             positions_angstrom_xyz = picks.centers_voxel[:, ::-1] * voxel_size
             projects.write_picks(ref, name, picks_out, positions_angstrom_xyz, picks.scores)
@@ -219,12 +226,7 @@ def _run_settings(plan: LocalizePlan, calibration: dict[str, dict[str, float]]) 
     settings = plan.settings
     if settings.source != "auto" or settings.per_class_threshold or not calibration:
         return settings
-    thresholds = {name: c["threshold"] for name, c in calibration.items()}
-    sizes = {name: c["min_size_fraction"] for name, c in calibration.items()}
-    sizes.update(settings.per_class_min_size_fraction or {})
-    return settings.model_copy(
-        update={"per_class_threshold": thresholds, "per_class_min_size_fraction": sizes}
-    )
+    return calibrated_settings(settings, calibration)
 
 
 def localize_runs(

@@ -180,7 +180,7 @@ class _Segmenter:
     ensemble_calibration: Calibration | None = None
 
     @property
-    def calibration(self) -> dict[str, dict[str, float]] | None:
+    def calibration(self) -> dict[str, dict[str, float | None]] | None:
         """The calibrated picking settings stored with the probabilities for localize: an
         ensemble folder's, else a single model's card's (models given one by one were not
         calibrated together)."""

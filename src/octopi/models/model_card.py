@@ -9,6 +9,7 @@ probability thresholds and minimum region sizes that maximise F-beta on validati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field
@@ -37,7 +38,12 @@ class ClassCalibration(Frozen):
     """The calibrated picking settings of one class, with the validation figures behind them:
     F-beta, precision and recall of the chosen settings, and F-beta of the argmax labels."""
 
-    threshold: float = Field(gt=0.0, le=1.0, description="class probability threshold")
+    threshold: float | None = Field(
+        gt=0.0,
+        le=1.0,
+        description="class probability threshold; null: the class is picked from the argmax "
+        "of the probabilities, which validated better than every threshold",
+    )
     min_size_fraction: float = Field(ge=0.0, description="smallest kept region × sphere volume")
     fbeta: float = Field(ge=0.0, le=1.0, description="validation F-beta with these settings")
     precision: float = Field(ge=0.0, le=1.0)
@@ -58,12 +64,33 @@ class Calibration(Frozen):
     )
 
     def localize_settings(self, base: LocalizeConfig) -> LocalizeConfig:
-        """``base`` with this calibration's per-class thresholds and minimum sizes."""
-        thresholds = {name: c.threshold for name, c in self.classes.items()}
-        sizes = {name: c.min_size_fraction for name, c in self.classes.items()}
-        return base.model_copy(
-            update={"per_class_threshold": thresholds, "per_class_min_size_fraction": sizes}
+        """``base`` with this calibration's per-class thresholds (or argmax) and minimum sizes."""
+        return calibrated_settings(
+            base,
+            {
+                name: {"threshold": c.threshold, "min_size_fraction": c.min_size_fraction}
+                for name, c in self.classes.items()
+            },
         )
+
+
+def calibrated_settings(
+    base: LocalizeConfig, calibration: Mapping[str, Mapping[str, float | None]]
+) -> LocalizeConfig:
+    """``base`` with a calibration (class → ``{"threshold", "min_size_fraction"}``, as stored
+    with the probabilities; threshold None: argmax) applied; explicit per-class minimum sizes
+    of ``base`` win. The one place a calibration becomes localize settings."""
+    thresholds = {n: c["threshold"] for n, c in calibration.items() if c["threshold"] is not None}
+    argmax = sorted(n for n, c in calibration.items() if c["threshold"] is None)
+    sizes = {name: c["min_size_fraction"] for name, c in calibration.items()}
+    sizes.update(base.per_class_min_size_fraction or {})
+    return base.model_copy(
+        update={
+            "per_class_threshold": thresholds,
+            "per_class_min_size_fraction": sizes,
+            "argmax_classes": argmax or None,
+        }
+    )
 
 
 class ModelCard(Frozen):

@@ -263,11 +263,12 @@ def _calibrate_best(
 
 def calibration_metrics(calibration: Calibration) -> dict[str, float]:
     """MLflow metrics of a calibration: weighted F-beta of labels and calibrated settings,
-    and per class its calibrated F-beta and threshold."""
+    and per class its calibrated F-beta and threshold (none for a class picked by argmax)."""
     metrics = {f"{k}_weighted_fbeta": v for k, v in calibration.weighted_fbeta.items()}
     for name, c in calibration.classes.items():
         metrics[f"calibrated_fbeta_{name}"] = c.fbeta
-        metrics[f"calibrated_threshold_{name}"] = c.threshold
+        if c.threshold is not None:
+            metrics[f"calibrated_threshold_{name}"] = c.threshold
     return metrics
 
 
