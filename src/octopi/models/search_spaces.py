@@ -85,8 +85,8 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param(
         "ce_foreground_weight",
         "float",
-        1.0,
-        512.0,
+        4.0,
+        256.0,
         log=True,
         when="loss in " + "/".join(CE_WEIGHTED_LOSSES),
         help="particle-class cross-entropy weight against background 1",
