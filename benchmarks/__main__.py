@@ -10,7 +10,8 @@ Other commands: ``install`` (only create the published venv), ``report`` (regene
 from a results file without measuring anything), ``dry-run`` (planning time of 200- and
 1000-trial studies, :mod:`benchmarks.planning`; ``--report-only`` regenerates its table),
 ``trial-overhead`` (what a trial costs besides training, :mod:`benchmarks.trial_overhead`),
-``inference-levers`` (seconds and F4 per inference setting, :mod:`benchmarks.inference_levers`).
+``inference-levers`` (seconds and F4 per inference setting, :mod:`benchmarks.inference_levers`),
+``recipe`` (validation F4 of training recipes at 20 epochs, :mod:`benchmarks.recipe`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import inference_levers, measure, planning, published, report, trial_overhead
+from benchmarks import (
+    inference_levers,
+    measure,
+    planning,
+    published,
+    recipe,
+    report,
+    trial_overhead,
+)
 from benchmarks.suites import SUITES, Suite
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -113,6 +122,10 @@ def levers(args: argparse.Namespace) -> int:
     )
 
 
+def recipes(args: argparse.Namespace) -> int:
+    return measured_or_reported("recipe", args, lambda: recipe.measure(args), recipe.markdown)
+
+
 def with_preset(suite: Suite, preset: str) -> Suite:
     """``suite`` on data of another synthesize preset, named ``<suite>-<preset>``."""
     if preset == "default":
@@ -180,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
         "--report-only", action="store_true", help="regenerate the table from the latest results"
     )
     inference_levers.add_parser(sub)
+    recipe.add_parser(sub)
     return parser
 
 
@@ -193,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         return overhead(args)
     if args.command == "inference-levers":
         return levers(args)
+    if args.command == "recipe":
+        return recipes(args)
 
     if args.command == "install":
         print(json.dumps(published.ensure_env(quiet=False)))

@@ -1,0 +1,210 @@
+"""``python -m benchmarks recipe``: which training recipe learns small and hard classes early.
+
+Issue 13 item 3. One model per variant, trained as the published tool's budget in the issue
+(20 epochs, crop 64, batch 4, validation every 5 epochs, best checkpoint by fBeta4), on a
+tuning project of the hard preset: 6 runs of 96×192×192 at 10 Å, seed 7 (the training seed of
+the ``epochs20`` suite; its test runs have seed 8 and are never read here). Training runs
+``TS_0``–``TS_2``, validation runs ``TS_3``–``TS_5``. Each variant's validation figures come
+from its own ``result.json``: the class-weighted F4 of the argmax labels and of the calibrated
+picking (CZII weights), and per class F4, precision and recall after calibration. Defaults
+are chosen from this table; the ``epochs20`` suite then reports them on its test runs.
+
+A variant whose folder holds a ``result.json`` from the same command is not trained again,
+so an interrupted run continues where it stopped (``--fresh`` retrains everything).
+
+Results: ``benchmarks/results/recipe-<timestamp>.json`` and ``latest-recipe.json``; the table
+goes into ``docs/benchmarks.md`` between the ``recipe`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from benchmarks import ours
+from benchmarks.procs import run_measured
+
+TRAIN_RUNS = ("TS_0", "TS_1", "TS_2")
+VALIDATION_RUNS = ("TS_3", "TS_4", "TS_5")
+SHAPE = "96,192,192"
+SEED = 7
+# Radius fractions of extra target sets (targets,octopi,<session>); the default set is 0.7.
+TARGET_SESSIONS = {"5": 0.5, "10": 1.0}
+# name → extra `octopi train` arguments (the `targets` key picks another target set).
+VARIANTS: dict[str, list[str]] = {
+    "tversky (the default before)": ["--loss", "tversky"],
+    "tversky, lr 3e-3": ["--loss", "tversky", "--lr", "3e-3"],
+    "dice_ce": ["--loss", "dice_ce"],
+    "weighted_ce, weight 8": ["--loss", "weighted_ce", "--ce-foreground-weight", "8"],
+    "weighted_ce, weight 32": ["--loss", "weighted_ce", "--ce-foreground-weight", "32"],
+    "weighted_ce, weight 256": ["--loss", "weighted_ce", "--ce-foreground-weight", "256"],
+    "tversky_ce, weight 32 (the default now)": [
+        *("--loss", "tversky_ce", "--ce-foreground-weight", "32"),
+    ],
+    "weighted_ce 32, lr 3e-3": [
+        *("--loss", "weighted_ce", "--ce-foreground-weight", "32", "--lr", "3e-3"),
+    ],
+    "weighted_ce 32, targets 0.5 × radius": [
+        *("--loss", "weighted_ce", "--ce-foreground-weight", "32", "targets=5"),
+    ],
+    "weighted_ce 32, targets 1.0 × radius": [
+        *("--loss", "weighted_ce", "--ce-foreground-weight", "32", "targets=10"),
+    ],
+    "weighted_ce 32, background crops 0.2": [
+        *("--loss", "weighted_ce", "--ce-foreground-weight", "32", "--background-ratio", "0.2"),
+    ],
+    # The same seeds' spread, and the levers together.
+    "tversky, seed 2": ["--loss", "tversky", "--seed", "2"],
+    "tversky_ce 32, seed 2": [
+        "--loss",
+        "tversky_ce",
+        "--ce-foreground-weight",
+        "32",
+        "--seed",
+        "2",
+    ],
+    "tversky_ce 32, lr 3e-3, targets 0.5 × radius": [
+        *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--lr", "3e-3", "targets=5"),
+    ],
+}
+
+
+def prepare(work: Path) -> Path:
+    """The tuning project (built once) with its target sets; returns its copick config."""
+    project = work / "project"
+    config = project / "copick.json"
+    if not config.exists():
+        steps = [ours.synthesize(project, 6, SHAPE, SEED) + ["--preset", "hard"]]
+        steps.append(ours.create_targets(config))
+        for session, fraction in TARGET_SESSIONS.items():
+            steps.append(
+                ours.create_targets(config)
+                + ["--target-info", f"targets,octopi,{session}", "--radius-fraction", str(fraction)]
+            )
+        for index, argv in enumerate(steps):
+            result = run_measured(argv, log_path=work / f"prepare-{index}.log")
+            if not result.ok:
+                raise RuntimeError(f"{' '.join(argv)} failed; see {result.log}")
+    return config
+
+
+def train_argv(config: Path, output: Path, extra: list[str]) -> list[str]:
+    """`octopi train` of one variant (``targets=<session>`` in ``extra`` picks a target set)."""
+    session = next((a.split("=", 1)[1] for a in extra if a.startswith("targets=")), "1")
+    flags = [a for a in extra if not a.startswith("targets=")]
+    return [
+        *ours.octopi(), "train", "--config", str(config), "--voxel-size", "10",
+        "--tomo-alg", "wbp", "--target-info", f"targets,octopi,{session}",
+        "--trainRunIDs", ",".join(TRAIN_RUNS), "--validateRunIDs", ",".join(VALIDATION_RUNS),
+        "--num-epochs", "20", "--val-interval", "5", "--batch-size", "4", "--dim-in", "64",
+        "--best-metric", "fBeta4", "--tracking-uri", "none", "--output", str(output), *flags,
+    ]  # fmt: skip
+
+
+def run_variant(config: Path, work: Path, index: int, name: str, fresh: bool) -> dict:
+    """Train one variant (unless done with the same command) and read its figures."""
+    output = work / f"variant-{index:02d}"
+    argv = train_argv(config, output, VARIANTS[name])
+    stamp = output / "argv.json"
+    done = (output / "result.json").exists() and stamp.exists()
+    if fresh or not done or json.loads(stamp.read_text()) != argv:
+        if output.exists():
+            shutil.rmtree(output)
+        output.mkdir(parents=True)
+        stamp.write_text(json.dumps(argv))
+        result = run_measured(argv, log_path=work / f"variant-{index:02d}.log")
+        if not result.ok:
+            return {"name": name, "ok": False, "log": str(result.log)}
+        seconds = result.wall_seconds
+    else:
+        seconds = json.loads((output / "wall.json").read_text())["wall_seconds"]
+    (output / "wall.json").write_text(json.dumps({"wall_seconds": seconds}))
+    figures = _figures_of(json.loads((output / "result.json").read_text()))
+    return {"name": name, "ok": True, "wall_seconds": seconds, **figures}
+
+
+def _figures_of(result: dict) -> dict:
+    """A variant's figures from its ``result.json``."""
+    calibration = result["calibration"]
+    return {
+        "best_epoch": result["best_epoch"],
+        "labels_f4": calibration["weighted_fbeta"]["labels"],
+        "calibrated_f4": calibration["weighted_fbeta"]["calibrated"],
+        "per_class": {
+            name: {
+                key: c[key] for key in ("fbeta", "precision", "recall", "fbeta_labels", "threshold")
+            }
+            for name, c in calibration["classes"].items()
+        },
+    }
+
+
+def measure(args: argparse.Namespace) -> dict:
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    start_load = os.getloadavg()[0]
+    config = prepare(work)
+    names = [n for n in VARIANTS if not args.only or n in args.only.split(";")]
+    rows = []
+    for name in names:
+        rows.append(run_variant(config, work, list(VARIANTS).index(name), name, args.fresh))
+        print(f"{name}: {rows[-1].get('calibrated_f4')}", flush=True)
+    return {
+        "benchmark": "recipe",
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cores": os.cpu_count(),
+        "load_average": [start_load, os.getloadavg()[0]],
+        "project": {"shape": SHAPE, "seed": SEED, "preset": "hard", "runs": 6},
+        "train_runs": list(TRAIN_RUNS),
+        "validation_runs": list(VALIDATION_RUNS),
+        "variants": rows,
+    }
+
+
+def markdown(results: dict) -> str:
+    """The docs block: validation F4 per variant, then per class."""
+    rows = [r for r in results["variants"] if r["ok"]]
+    classes = list(rows[0]["per_class"]) if rows else []
+    load = results["load_average"]
+    lines = [
+        f"Generated by `python -m benchmarks recipe` ({results['timestamp']}, "
+        f"{results['cores']} cores, 1-min load {load[0]:.1f} at start, {load[1]:.1f} at end): "
+        "20 epochs, crop 64, batch 4 on hard-preset runs TS_0–TS_2 (seed 7, 96×192×192), "
+        "validation F4 on TS_3–TS_5 (CZII weights). Per class: calibrated F4 (its argmax "
+        "labels' F4 in brackets); `a` marks a class calibration picks by argmax.",
+        "",
+        "| variant | labels F4 | calibrated F4 | best epoch | wall (s) | "
+        + " | ".join(classes)
+        + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in classes) + " |",
+    ]
+    for row in rows:
+        cells = [
+            f"{c['fbeta']:.2f} ({c['fbeta_labels']:.2f}){' a' if c['threshold'] is None else ''}"
+            for c in row["per_class"].values()
+        ]
+        lines.append(
+            f"| {row['name']} | {row['labels_f4']:.3f} | **{row['calibrated_f4']:.3f}** | "
+            f"{row['best_epoch']} | {row['wall_seconds']:.0f} | " + " | ".join(cells) + " |"
+        )
+    failed = [r["name"] for r in results["variants"] if not r["ok"]]
+    if failed:
+        lines += ["", f"Failed: {', '.join(failed)} (see their logs)."]
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    """The ``recipe`` subcommand's options."""
+    bench = Path(__file__).resolve().parent
+    cmd = sub.add_parser("recipe", help="validation F4 of training recipes at 20 epochs (hard)")
+    cmd.add_argument("--only", help="variant names to run, separated by ';' (default: all)")
+    cmd.add_argument("--fresh", action="store_true", help="retrain variants already trained")
+    cmd.add_argument("--work", type=Path, default=bench / "work" / "recipe")
+    cmd.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    cmd.add_argument(
+        "--report-only", action="store_true", help="regenerate the table from the latest results"
+    )
