@@ -260,6 +260,40 @@ def test_calibration_can_be_turned_off(tiny_project, tmp_path: Path) -> None:
     assert ModelCard.load(tmp_path / "run" / "model_config.yaml").calibration is None
 
 
+def test_the_best_validation_calibration_is_kept_not_recomputed(
+    tiny_project, tmp_path: Path, monkeypatch
+) -> None:
+    """Calibrated validation already calibrated the best weights: after training their
+    calibration goes into model_config.yaml as it is, with no second pass over the runs."""
+    from octopi.training import trainer as trainer_module
+
+    def no_second_pass(self, model):
+        raise AssertionError("the best model was calibrated again after training")
+
+    monkeypatch.setattr(trainer_module.Validator, "calibrate", no_second_pass)
+    result = train_model(
+        tiny_data(tiny_project), tiny_training(best_metric="fBeta4"), TINY_ARCH,
+        tmp_path / "run", tracking_uri="none", **SETTINGS,
+    )  # fmt: skip
+    stored = json.loads((tmp_path / "run" / "best_calibration.json").read_text())
+    assert stored["epoch"] == result.best_epoch
+    card = ModelCard.load(tmp_path / "run" / "model_config.yaml")
+    assert card.calibration is not None
+    assert card.calibration.model_dump() == stored["calibration"]
+    assert card.calibration.weighted_fbeta["calibrated"] == pytest.approx(result.best_metric)
+
+
+def test_a_calibration_of_another_epoch_is_not_taken(tmp_path: Path) -> None:
+    from octopi.training.trainer import _validated_calibration
+
+    path = tmp_path / "best_calibration.json"
+    assert _validated_calibration(path, 3) is None  # no file
+    calibration = {"beta": 4.0, "run_ids": ["TS_1"], "classes": {}, "weighted_fbeta": {}}
+    path.write_text(json.dumps({"epoch": 2, "calibration": calibration}))
+    assert _validated_calibration(path, 3) is None  # weights of epoch 3, calibration of 2
+    assert _validated_calibration(path, 2).run_ids == ["TS_1"]
+
+
 def test_other_settings_in_the_same_output_are_refused(trained: TrainResult, tiny_project) -> None:
     folder = trained.output_dir
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}

@@ -24,6 +24,7 @@ import torch
 from octopi import __version__, tracking
 from octopi.config import TrainingConfig
 from octopi.data.patches import CropLoader, SampleKey, TomogramCache, load_sample
+from octopi.io_utils import atomic_write_json
 from octopi.runtime import autocast, autocast_dtype, needs_grad_scaler
 from octopi.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -318,11 +319,22 @@ class TrainingLoop:
             self.best_metric, self.best_epoch = float(value), epoch
             self.bad_validations = 0
             save_torch(self.paths["best_weights"], cpu_state_dict(self.eval_model))
+            self._save_best_calibration(epoch)
             return
         self.bad_validations += 1
         patience = self.training.early_stopping_patience
         if patience is not None and self.bad_validations >= patience:
             self.stopped_early = True
+
+    def _save_best_calibration(self, epoch: int) -> None:
+        """Keep the calibration the best weights were validated with (epoch-stamped, so that
+        weights and calibration from different epochs are never taken as a pair)."""
+        calibration = self.validator.last_calibration
+        path = self.paths["best_calibration"]
+        if calibration is None:
+            path.unlink(missing_ok=True)
+            return
+        atomic_write_json(path, {"epoch": epoch, "calibration": calibration.model_dump()})
 
     def close(self) -> None:
         self.loader.close()

@@ -46,6 +46,7 @@ from octopi.training.validation import Validator
 OUTPUT_FILES: dict[str, str] = {
     "model_config": "model_config.yaml",
     "best_weights": "best_model_weights.pth",
+    "best_calibration": "best_calibration.json",
     "checkpoint": CHECKPOINT_NAME,
     "epochs": "epochs.csv",
     "curves": "curves.png",
@@ -202,7 +203,9 @@ def _run_loop(
             tracking.write_run_record(output_dir, {"run_id": run.run_id, "tracking_uri": where.uri})
         run.log_params(tracking.flatten_params(plan.resolved))
         loop.run(run, on_validation, show_progress)
-        calibration = _calibrate_best(loop.validator, plan.card, paths, loop.device)
+        calibration = _calibrate_best(
+            loop.validator, plan.card, paths, loop.device, best_epoch=loop.best_epoch
+        )
         if calibration is not None:
             run.log_metrics(calibration_metrics(calibration))
         result = _result(
@@ -249,16 +252,34 @@ def _calibrate_finished(plan: TrainingPlan, paths: dict[str, Path], device: str 
 
 
 def _calibrate_best(
-    validator: Validator, card: ModelCard, paths: dict[str, Path], device: Any
+    validator: Validator,
+    card: ModelCard,
+    paths: dict[str, Path],
+    device: Any,
+    best_epoch: int | None = None,
 ) -> Calibration | None:
     """Calibrate the best weights on the validation runs (``localize.calibrate``) and write
-    the calibration into ``model_config.yaml``; None when off or nothing was validated."""
+    the calibration into ``model_config.yaml``; None when off or nothing was validated. The
+    calibration their validation computed (``best_calibration.json`` of ``best_epoch``) is
+    taken as it is: calibrating the same weights on the same runs again gives the same."""
     if not validator.settings.calibrate or not paths["best_weights"].is_file():
         return None
-    model = load_model(card, paths["best_weights"], device=str(device))
-    calibration = validator.calibrate(model)
+    calibration = _validated_calibration(paths["best_calibration"], best_epoch)
+    if calibration is None:
+        model = load_model(card, paths["best_weights"], device=str(device))
+        calibration = validator.calibrate(model)
     card.model_copy(update={"calibration": calibration}).save(paths["model_config"])
     return calibration
+
+
+def _validated_calibration(path: Path, best_epoch: int | None) -> Calibration | None:
+    """The calibration stored with the best weights of ``best_epoch``, if there is one."""
+    if best_epoch is None or not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("epoch") != best_epoch:
+        return None
+    return Calibration.model_validate(stored["calibration"])
 
 
 def calibration_metrics(calibration: Calibration) -> dict[str, float]:

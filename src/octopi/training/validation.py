@@ -72,6 +72,9 @@ class Validator:
         self.classes = [LocalizeClass(c.name, c.label, c.radius_angstrom) for c in card.classes]
         self.from_probabilities = uses_probabilities(inference, localize_config)
         self.calibrated = validates_calibrated(inference, localize_config)
+        # The calibration of the last calibrated validation: the loop keeps the best one, so
+        # the best model need not be calibrated again after training.
+        self.last_calibration: Calibration | None = None
         _check_thresholds(localize_config, [c.name for c in card.classes], self.from_probabilities)
         self._volumes: dict[str, np.ndarray] | None = None
 
@@ -136,6 +139,7 @@ class Validator:
             self.settings,
             self.evaluation,
         )
+        self.last_calibration = calibration
         return report, calibration.weighted_fbeta["labels"]
 
     def score(self, model: torch.nn.Module) -> tuple[dict[str, float], ScoreReport]:
