@@ -28,7 +28,7 @@ from octopi.config import EvaluationConfig, InferenceConfig, LocalizeConfig
 from octopi.data.copick_io import CopickProjects
 from octopi.data.normalise import normalise_tomogram
 from octopi.errors import InputError
-from octopi.evaluation.calibration import calibrate, calibrate_with_report
+from octopi.evaluation.calibration import calibrate_with_report
 from octopi.evaluation.scoring import ScoreReport, score
 from octopi.inference.localize import LocalizeClass, localize
 from octopi.inference.localize_stages import uses_probabilities, validates_calibrated
@@ -120,18 +120,12 @@ class Validator:
     def calibrate(self, model: torch.nn.Module) -> Calibration:
         """Per-class thresholds and minimum sizes of ``model`` chosen for F-beta on the
         validation runs (:func:`octopi.evaluation.calibration.calibrate`)."""
-        return calibrate(
-            self._probabilities(model),
-            self.ground_truth,
-            self.classes,
-            self.card.voxel_size_angstrom,
-            self.settings,
-            self.evaluation,
-        )
+        calibration, _ = self._calibrate_with_report(model)
+        return calibration
 
-    def _calibrated_report(self, model: torch.nn.Module) -> tuple[ScoreReport, float]:
-        """(report of the calibrated picks, weighted F-beta of the argmax labels)."""
-        calibration, report = calibrate_with_report(
+    def _calibrate_with_report(self, model: torch.nn.Module) -> tuple[Calibration, ScoreReport]:
+        """The calibration of ``model`` and the score of its calibrated picks."""
+        return calibrate_with_report(
             self._probabilities(model),
             self.ground_truth,
             self.classes,
@@ -139,8 +133,6 @@ class Validator:
             self.settings,
             self.evaluation,
         )
-        self.last_calibration = calibration
-        return report, calibration.weighted_fbeta["labels"]
 
     def score(self, model: torch.nn.Module) -> tuple[dict[str, float], ScoreReport]:
         """Validate ``model``; returns (metrics, report). The model is left in eval mode."""
@@ -148,7 +140,8 @@ class Validator:
         model.eval()
         extra: dict[str, float] = {}
         if self.calibrated:
-            report, extra["labels_weighted_fbeta"] = self._calibrated_report(model)
+            self.last_calibration, report = self._calibrate_with_report(model)
+            extra["labels_weighted_fbeta"] = self.last_calibration.weighted_fbeta["labels"]
         else:
             report = score(
                 self.picks(model),
