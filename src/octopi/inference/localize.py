@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from octopi.config import LocalizeConfig
 from octopi.inference.blocks import block_counts_of_indices, block_counts_of_mask, coarse_boxes
 from octopi.inference.centers import greedy_separate
-from octopi.inference.regions import region_center, split_component
+from octopi.inference.regions import ClassScale, ComponentCandidates, box_candidates
 
 __all__ = [
     "ClassPicks",
@@ -31,6 +30,7 @@ __all__ = [
     "localize",
     "localize_channel",
     "localize_channel_min_sizes",
+    "localize_labels_min_sizes",
 ]
 
 # Label volumes with at most this foreground fraction are indexed sparsely (one pass for all
@@ -60,50 +60,6 @@ class ClassPicks:
 
     def __len__(self) -> int:
         return len(self.scores)
-
-
-@dataclass(frozen=True)
-class _Scale:
-    """One class's sizes in voxels, derived from its radius and the settings."""
-
-    sphere_voxels: float
-    min_voxels: float
-    max_voxels: float
-    max_component_voxels: float
-    separation_voxel: float
-
-    @classmethod
-    def of(cls, radius_voxel: float, settings: LocalizeConfig, min_size_fraction: float) -> _Scale:
-        sphere = 4.0 / 3.0 * math.pi * radius_voxel**3
-        max_size, max_component = settings.max_size_fraction, settings.max_component_fraction
-        return cls(
-            sphere_voxels=sphere,
-            min_voxels=min_size_fraction * sphere,
-            max_voxels=math.inf if max_size is None else max_size * sphere,
-            max_component_voxels=math.inf if max_component is None else max_component * sphere,
-            separation_voxel=settings.min_separation_fraction * radius_voxel,
-        )
-
-
-@dataclass(frozen=True)
-class _Candidates:
-    """What one connected component of ``size`` voxels gives at any minimum size: ``whole``,
-    its (centre (3,), score) as one pick (None when above the maximum size or not needed);
-    ``parts``, the (centre, score, voxel count) of the regions it splits into (None: not
-    split). Centres are voxel (z, y, x) of the volume."""
-
-    size: int
-    whole: tuple[np.ndarray, float] | None
-    parts: list[tuple[np.ndarray, float, int]] | None
-
-    def picks(self, min_voxels: float, method: str) -> list[tuple[np.ndarray, float]]:
-        """The (centre, score) picks of this component when regions below ``min_voxels``
-        are dropped: none, the whole component, or the parts of its split."""
-        if self.size < min_voxels:
-            return []
-        if method == "components" or self.size < 2 * min_voxels:
-            return [] if self.whole is None else [self.whole]
-        return [(center, value) for center, value, n in self.parts or [] if n >= min_voxels]
 
 
 def localize(
@@ -277,7 +233,7 @@ def _pick_class(
     ``mask_of(box)`` the bool mask of a box, ``channel`` the (Z, Y, X) probabilities (None for
     labels)."""
     radius_voxel = cls.radius_angstrom / voxel_size_angstrom
-    scales = [_Scale.of(radius_voxel, settings, fraction) for fraction in min_size_fractions]
+    scales = [ClassScale.of(radius_voxel, settings, fraction) for fraction in min_size_fractions]
     smallest = min(scales, key=lambda scale: scale.min_voxels)
     cap = settings.max_foreground_fraction
     fraction = float(counts.sum(dtype=np.int64)) / math.prod(shape)
@@ -290,7 +246,7 @@ def _pick_class(
         )
         return [_separate([], [], scale.separation_voxel) for scale in scales]  # no picks
     largest_min_voxels = max(scale.min_voxels for scale in scales)
-    candidates: list[_Candidates] = []
+    candidates: list[ComponentCandidates] = []
     for box, owned in coarse_boxes(counts, shape, smallest.min_voxels):
         mask = mask_of(box)
         if owned is not None:
@@ -298,7 +254,7 @@ def _pick_class(
         weights = None if channel is None else channel[box].astype(np.float32, copy=False)
         offset = np.array([s.start for s in box], dtype=np.float64)
         candidates.extend(
-            _box_candidates(mask, weights, smallest, largest_min_voxels, settings.method, offset)
+            box_candidates(mask, weights, smallest, largest_min_voxels, settings.method, offset)
         )
     results = []
     for scale in scales:
@@ -359,49 +315,6 @@ def _validate_classes(classes: Sequence[LocalizeClass], voxel_size_angstrom: flo
             raise ValueError(f"radius of {cls.name!r} must be > 0 Å, got {cls.radius_angstrom}")
         if int(cls.label) != cls.label or cls.label < 1:
             raise ValueError(f"label of {cls.name!r} must be an integer >= 1 (0 is background)")
-
-
-def _box_candidates(
-    mask: np.ndarray,
-    weights: np.ndarray | None,
-    scale: _Scale,
-    largest_min_voxels: float,
-    method: str,
-    box_offset: np.ndarray,
-) -> Iterator[_Candidates]:
-    """What each connected component of one box can give, for every minimum size from
-    ``scale.min_voxels`` (the smallest) to ``largest_min_voxels``.
-
-    mask: (z, y, x) bool foreground of the box; weights: same-shape probabilities or None;
-    box_offset: (3,) the box's corner in the volume (voxels).
-    """
-    components, n_components = ndi.label(mask)
-    sizes = np.bincount(components.ravel(), minlength=n_components + 1)
-    upper = scale.max_voxels if method == "components" else scale.max_component_voxels
-    # A component below the minimum cannot contain a region above it: skip before any work.
-    wanted = np.flatnonzero((sizes >= scale.min_voxels) & (sizes <= upper))
-    wanted = wanted[wanted > 0]
-    if wanted.size == 0:
-        return
-    boxes = ndi.find_objects(components, max_label=int(wanted[-1]))
-    for index in wanted:
-        sub = boxes[index - 1]
-        size = int(sizes[index])
-        component = components[sub] == index
-        sub_weights = None if weights is None else weights[sub]
-        offset = np.array([s.start for s in sub], dtype=np.float64)
-        whole = parts = None
-        # Below twice the minimum, at most one part of a split could be kept: not split.
-        if (method == "components" or size < 2 * largest_min_voxels) and size <= scale.max_voxels:
-            center, value = region_center(component, sub_weights, scale.sphere_voxels)
-            whole = (center + offset + box_offset, value)
-        if method != "components" and size >= 2 * scale.min_voxels:
-            found = split_component(
-                component, sub_weights, scale.sphere_voxels, scale.min_voxels,
-                scale.max_voxels, scale.separation_voxel,
-            )  # fmt: skip
-            parts = [(center + offset + box_offset, value, n) for center, value, n in found]
-        yield _Candidates(size, whole, parts)
 
 
 def _separate(centers: list[np.ndarray], scores: list[float], separation: float) -> ClassPicks:

@@ -1,17 +1,21 @@
 """One connected component of a class's foreground → candidate particle regions: the whole
 component, or its split at maxima of the distance transform (watershed). Coordinates are voxel
 indices (z, y, x) of the component's crop; used by :mod:`octopi.inference.localize`, which
-filters the regions by size.
+filters the regions by size. :func:`box_candidates` does it for every component of one box,
+for every minimum size at once (:class:`ClassScale`: a class's sizes in voxels).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from octopi.config import LocalizeConfig
 from octopi.inference.centers import fit_sphere_center, greedy_separate
 
 
@@ -96,3 +100,92 @@ def split_component(
             value = float(weight_sums[region_id] / sizes[region_id])
         found.append((center, value, int(sizes[region_id])))
     return found
+
+
+@dataclass(frozen=True)
+class ClassScale:
+    """One class's sizes in voxels, derived from its radius and the settings."""
+
+    sphere_voxels: float
+    min_voxels: float
+    max_voxels: float
+    max_component_voxels: float
+    separation_voxel: float
+
+    @classmethod
+    def of(
+        cls, radius_voxel: float, settings: LocalizeConfig, min_size_fraction: float
+    ) -> ClassScale:
+        sphere = 4.0 / 3.0 * math.pi * radius_voxel**3
+        max_size, max_component = settings.max_size_fraction, settings.max_component_fraction
+        return cls(
+            sphere_voxels=sphere,
+            min_voxels=min_size_fraction * sphere,
+            max_voxels=math.inf if max_size is None else max_size * sphere,
+            max_component_voxels=math.inf if max_component is None else max_component * sphere,
+            separation_voxel=settings.min_separation_fraction * radius_voxel,
+        )
+
+
+@dataclass(frozen=True)
+class ComponentCandidates:
+    """What one connected component of ``size`` voxels gives at any minimum size: ``whole``,
+    its (centre (3,), score) as one pick (None when above the maximum size or not needed);
+    ``parts``, the (centre, score, voxel count) of the regions it splits into (None: not
+    split). Centres are voxel (z, y, x) of the volume."""
+
+    size: int
+    whole: tuple[np.ndarray, float] | None
+    parts: list[tuple[np.ndarray, float, int]] | None
+
+    def picks(self, min_voxels: float, method: str) -> list[tuple[np.ndarray, float]]:
+        """The (centre, score) picks of this component when regions below ``min_voxels``
+        are dropped: none, the whole component, or the parts of its split."""
+        if self.size < min_voxels:
+            return []
+        if method == "components" or self.size < 2 * min_voxels:
+            return [] if self.whole is None else [self.whole]
+        return [(center, value) for center, value, n in self.parts or [] if n >= min_voxels]
+
+
+def box_candidates(
+    mask: np.ndarray,
+    weights: np.ndarray | None,
+    scale: ClassScale,
+    largest_min_voxels: float,
+    method: str,
+    box_offset: np.ndarray,
+) -> Iterator[ComponentCandidates]:
+    """What each connected component of one box can give, for every minimum size from
+    ``scale.min_voxels`` (the smallest) to ``largest_min_voxels``.
+
+    mask: (z, y, x) bool foreground of the box; weights: same-shape probabilities or None;
+    box_offset: (3,) the box's corner in the volume (voxels).
+    """
+    components, n_components = ndi.label(mask)
+    sizes = np.bincount(components.ravel(), minlength=n_components + 1)
+    upper = scale.max_voxels if method == "components" else scale.max_component_voxels
+    # A component below the minimum cannot contain a region above it: skip before any work.
+    wanted = np.flatnonzero((sizes >= scale.min_voxels) & (sizes <= upper))
+    wanted = wanted[wanted > 0]
+    if wanted.size == 0:
+        return
+    boxes = ndi.find_objects(components, max_label=int(wanted[-1]))
+    for index in wanted:
+        sub = boxes[index - 1]
+        size = int(sizes[index])
+        component = components[sub] == index
+        sub_weights = None if weights is None else weights[sub]
+        offset = np.array([s.start for s in sub], dtype=np.float64)
+        whole = parts = None
+        # Below twice the minimum, at most one part of a split could be kept: not split.
+        if (method == "components" or size < 2 * largest_min_voxels) and size <= scale.max_voxels:
+            center, value = region_center(component, sub_weights, scale.sphere_voxels)
+            whole = (center + offset + box_offset, value)
+        if method != "components" and size >= 2 * scale.min_voxels:
+            found = split_component(
+                component, sub_weights, scale.sphere_voxels, scale.min_voxels,
+                scale.max_voxels, scale.separation_voxel,
+            )  # fmt: skip
+            parts = [(center + offset + box_offset, value, n) for center, value, n in found]
+        yield ComponentCandidates(size, whole, parts)
