@@ -248,3 +248,18 @@ def test_a_class_calibrated_to_the_argmax_is_picked_from_the_labels(tiny_project
             for s in ("30", "31")
         ]
         np.testing.assert_allclose(*(p[np.lexsort(p.T)] for p in positions))
+
+
+def test_localize_runs_refuses_argmax_classes_it_does_not_localize(tiny_project):
+    """A misspelt class in ``localize.argmax_classes`` (a workflow config) is an input error
+    before anything is read or written, not a class silently left to its threshold."""
+    from octopi.config import LocalizeConfig
+    from octopi.errors import InputError
+    from octopi.inference.localize_stages import localize_runs
+
+    settings = LocalizeConfig(argmax_classes=["ribosome", "ribosme"])
+    with pytest.raises(InputError, match="argmax_classes: ribosme"):
+        localize_runs(
+            [tiny_project.source], None, PREDICT, PickSpec(user_id="octopi", session_id="31"),
+            settings,
+        )  # fmt: skip

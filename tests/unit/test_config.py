@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from octopi.config import (
     CopickSource,
     DataConfig,
+    LocalizeConfig,
     LossConfig,
     PickSpec,
     SearchConfig,
@@ -305,3 +306,20 @@ def test_schema_requires_data_and_describes_the_sections() -> None:
     assert schema["required"] == ["data"]
     assert {"data", "training", "search", "trial_resources"} <= set(schema["properties"])
     assert schema["$schema"].endswith("2020-12/schema")
+
+
+def test_per_class_localize_settings_report_the_classes_they_name_that_are_unknown() -> None:
+    settings = LocalizeConfig(
+        per_class_threshold={"ribosome": 0.2, "unicron": 0.3},
+        per_class_min_size_fraction={"apo-ferritin": 0.1},
+        argmax_classes=["zebra", "ribosome", "unicorn"],
+    )
+    assert settings.unknown_class_names(["ribosome", "apo-ferritin"]) == [
+        "per_class_threshold: unicron",
+        "argmax_classes: unicorn, zebra",
+    ]
+    assert (
+        settings.unknown_class_names(["ribosome", "apo-ferritin", "unicron", "unicorn", "zebra"])
+        == []
+    )
+    assert LocalizeConfig().unknown_class_names([]) == []

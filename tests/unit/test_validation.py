@@ -130,10 +130,23 @@ def test_validation_localizes_what_the_tools_would(
     assert seen == [expected]
 
 
+@pytest.mark.parametrize(
+    "named",
+    [
+        {"per_class_threshold": {"unicorn": 0.2}},
+        {"per_class_min_size_fraction": {"unicorn": 0.2}},
+        {"argmax_classes": ["ribosome", "unicorn"]},
+    ],
+)
+def test_settings_naming_a_class_the_model_lacks_are_refused(tiny_project, named):
+    card, model = peaky_model(tiny_project)
+    field = next(iter(named))
+    with pytest.raises(ValueError, match=f"{field}: unicorn"):
+        validator(tiny_project, card, model, LocalizeConfig(**named))
+
+
 def test_thresholds_that_cannot_act_in_validation_are_refused(tiny_project):
     card, model = peaky_model(tiny_project)
-    with pytest.raises(ValueError, match="unicorn"):
-        validator(tiny_project, card, model, LocalizeConfig(per_class_threshold={"unicorn": 0.2}))
     labels = LocalizeConfig(source="labels", per_class_threshold={"ribosome": 0.2})
     with pytest.raises(ValueError, match="acts on class probabilities"):
         validator(tiny_project, card, model, labels)

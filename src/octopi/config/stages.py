@@ -5,6 +5,7 @@ Part of :mod:`octopi.config` (import from there).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -245,6 +246,23 @@ class LocalizeConfig(Frozen):
     )
     max_component_fraction: float | None = Field(default=20.0, gt=0.0)
     max_foreground_fraction: float | None = Field(default=0.1, gt=0.0)
+
+    def unknown_class_names(self, names: Iterable[str]) -> list[str]:
+        """The per-class settings that name a class outside ``names``, one ``"field: name,
+        ..."`` entry per such setting (per_class_threshold, per_class_min_size_fraction,
+        argmax_classes); empty when every name is known. A misspelt class would otherwise be
+        left silently at the global setting."""
+        known = set(names)
+        named = {
+            "per_class_threshold": self.per_class_threshold or {},
+            "per_class_min_size_fraction": self.per_class_min_size_fraction or {},
+            "argmax_classes": self.argmax_classes or [],
+        }
+        return [
+            f"{field}: {', '.join(sorted(set(classes) - known))}"
+            for field, classes in named.items()
+            if set(classes) - known
+        ]
 
     @model_validator(mode="after")
     def _size_bounds(self) -> LocalizeConfig:

@@ -122,10 +122,10 @@ def plan_localize(
     projects = CopickProjects(sources)
     chosen = select_objects(projects, objects)
     classes = [LocalizeClass(obj.name, obj.label, obj.radius_angstrom) for obj in chosen]
-    unknown = sorted(set(settings.per_class_threshold or {}) - {c.name for c in classes})
+    unknown = settings.unknown_class_names(c.name for c in classes)
     if unknown:
         raise InputError(
-            f"per-class thresholds name {', '.join(unknown)}, which are not localized; "
+            f"per-class settings name classes that are not localized ({'; '.join(unknown)}); "
             f"objects: {', '.join(c.name for c in classes)}"
         )
     refs = resolve_runs(projects, run_ids)

@@ -164,11 +164,11 @@ def _check_thresholds(
 ) -> None:
     """Raise before training when per-class thresholds could not act in validation."""
     thresholds = settings.per_class_threshold or {}
-    unknown = sorted(set(thresholds) - set(classes))
+    unknown = settings.unknown_class_names(classes)
     if unknown:
         raise InputError(
-            f"localize.per_class_threshold names {unknown}, which are not classes of the "
-            f"model ({', '.join(classes)})"
+            f"localize settings name classes the model does not have ({'; '.join(unknown)}); "
+            f"its classes: {', '.join(classes)}"
         )
     if thresholds and not from_probabilities:
         raise InputError(
