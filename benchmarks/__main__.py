@@ -123,7 +123,11 @@ def levers(args: argparse.Namespace) -> int:
 
 
 def recipes(args: argparse.Namespace) -> int:
-    return measured_or_reported("recipe", args, lambda: recipe.measure(args), recipe.markdown)
+    latest = RESULTS / "latest-recipe.json"
+    earlier = json.loads(latest.read_text()) if latest.exists() else None
+    return measured_or_reported(
+        "recipe", args, lambda: recipe.measure(args, earlier), recipe.markdown
+    )
 
 
 def with_preset(suite: Suite, preset: str) -> Suite:

@@ -70,6 +70,13 @@ VARIANTS: dict[str, list[str]] = {
     "tversky_ce 32, lr 3e-3, targets 0.5 × radius": [
         *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--lr", "3e-3", "targets=5"),
     ],
+    # Our own schedule at a short budget: 5 warm-up epochs are a quarter of 20.
+    "tversky_ce 32, warm-up 1 epoch": [
+        *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--warmup-epochs", "1"),
+    ],
+    "tversky_ce 32, no warm-up": [
+        *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--warmup-epochs", "0"),
+    ],
 }
 
 
@@ -143,7 +150,19 @@ def _figures_of(result: dict) -> dict:
     }
 
 
-def measure(args: argparse.Namespace) -> dict:
+def merged_rows(rows: list[dict], earlier: dict | None) -> list[dict]:
+    """``rows`` of the variants just run, with the rows of an earlier run (``earlier``, the
+    latest results) for the variants not run now, each marked with that run's timestamp; in
+    the order of :data:`VARIANTS`. Rows of variants no longer defined are dropped."""
+    by_name = {}
+    for row in (earlier or {}).get("variants", []):
+        if row["name"] in VARIANTS:
+            by_name[row["name"]] = {"measured": earlier["timestamp"], **row}
+    by_name.update({row["name"]: row for row in rows})
+    return [by_name[name] for name in VARIANTS if name in by_name]
+
+
+def measure(args: argparse.Namespace, earlier: dict | None = None) -> dict:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     start_load = os.getloadavg()[0]
@@ -161,7 +180,7 @@ def measure(args: argparse.Namespace) -> dict:
         "project": {"shape": SHAPE, "seed": SEED, "preset": "hard", "runs": 6},
         "train_runs": list(TRAIN_RUNS),
         "validation_runs": list(VALIDATION_RUNS),
-        "variants": rows,
+        "variants": merged_rows(rows, earlier if args.only else None),
     }
 
 
@@ -187,8 +206,9 @@ def markdown(results: dict) -> str:
             f"{c['fbeta']:.2f} ({c['fbeta_labels']:.2f}){' a' if c['threshold'] is None else ''}"
             for c in row["per_class"].values()
         ]
+        carried = f" (run {row['measured'][:16].replace('T', ' ')})" if "measured" in row else ""
         lines.append(
-            f"| {row['name']} | {row['labels_f4']:.3f} | **{row['calibrated_f4']:.3f}** | "
+            f"| {row['name']}{carried} | {row['labels_f4']:.3f} | **{row['calibrated_f4']:.3f}** | "
             f"{row['best_epoch']} | {row['wall_seconds']:.0f} | " + " | ".join(cells) + " |"
         )
     failed = [r["name"] for r in results["variants"] if not r["ok"]]

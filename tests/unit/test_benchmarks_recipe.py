@@ -71,3 +71,25 @@ def test_the_table_marks_argmax_classes_and_failures():
     table = recipe.markdown(results)
     assert "| a | 0.100 | **0.250** | 15 | 90 | 0.90 (0.50) | 0.40 (0.40) a |" in table
     assert "Failed: b" in table
+
+
+def test_a_partial_run_keeps_the_other_variants_of_the_latest_results(monkeypatch):
+    """`--only` reruns some variants; the others' rows come from the latest results, marked
+    with that run's date, in the variants' order; a row of a variant since removed is dropped."""
+    monkeypatch.setattr(recipe, "VARIANTS", {"a": [], "b": [], "c": []})
+    earlier = {
+        "timestamp": "2026-12-01T10:00:00+0000",
+        "variants": [{"name": "c", "ok": True}, {"name": "b", "ok": True}, {"name": "gone"}],
+    }
+    rows = recipe.merged_rows([{"name": "b", "ok": False}], earlier)
+    assert rows == [
+        {"name": "b", "ok": False},
+        {"measured": "2026-12-01T10:00:00+0000", "name": "c", "ok": True},
+    ]
+    assert recipe.merged_rows([{"name": "a"}], None) == [{"name": "a"}]
+    row = {"name": "c", "ok": True, "wall_seconds": 90.0, **recipe._figures_of(_result(0.3, 0.2))}
+    table = recipe.markdown(
+        {"timestamp": "t", "cores": 2, "load_average": [1.0, 1.0],
+         "variants": [{"measured": "2026-12-01T10:00:00+0000", **row}]}
+    )  # fmt: skip
+    assert "| c (run 2026-12-01 10:00) | 0.100 |" in table
