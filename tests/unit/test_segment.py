@@ -145,6 +145,42 @@ def test_probability_sink_gets_every_plane_once_and_equals_monai(shape):
     np.testing.assert_array_equal(of_label[0], result.confidence)
 
 
+@pytest.mark.parametrize(
+    ("shape", "window", "overlap", "tiles"),
+    [
+        ((32, 32, 48), 16, 0.0, True),
+        ((16, 16, 16), 16, 0.25, True),  # one window: nothing overlaps
+        ((32, 32, 40), 16, 0.0, False),  # 40 = 16 + 16 + 8: the last X window overlaps
+        ((32, 32, 48), 16, 0.25, False),
+        ((10, 32, 32), 16, 0.0, True),  # Z padded to one window
+    ],
+)
+def test_windows_tile_only_when_every_voxel_is_predicted_once(shape, window, overlap, tiles):
+    padded = [max(n, window) for n in shape]
+    starts = [window_starts(n, window, overlap) for n in padded]
+    assert segment_module._tiles(starts, window, padded) is tiles
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 48), (10, 32, 16)], ids=["tiled", "padded-z"])
+def test_tiling_windows_skip_the_blend_and_equal_monai(monkeypatch, shape):
+    """With overlap 0 and a volume a whole number of windows long, no Gaussian map is built,
+    nothing is weighed, and labels, confidence and probabilities equal MONAI's."""
+
+    def no_blending(*args, **kwargs):
+        raise AssertionError("tiling windows need no importance map")
+
+    monkeypatch.setattr(segment_module, "_gaussian_importance", no_blending)
+    model = tiny_unet()
+    volume = random_volume(shape, seed=3)
+    settings = InferenceConfig(amp="off", overlap=0.0, window_batch_size=2)
+    sink = RecordingSink(shape)
+    result = segment_volume([model], volume, 16, settings, probability_sink=sink)
+    reference = monai_reference(model, volume, 16, 0.0, batch=2)
+    np.testing.assert_allclose(sink.volume.array, reference, atol=1e-3)
+    np.testing.assert_array_equal(result.labels, reference.argmax(axis=0))
+    np.testing.assert_allclose(result.confidence, reference.max(axis=0), atol=1e-3)
+
+
 # --------------------------------------------------------------------------- ensembles and TTA
 
 
@@ -205,9 +241,9 @@ def test_accumulator_is_one_window_deep(monkeypatch):
     shapes = []
     original = segment_module._allocate_accumulator
 
-    def spy(channels, depth, height, width, device):
+    def spy(channels, depth, height, width, device, weighted):
         shapes.append((channels, depth, height, width))
-        return original(channels, depth, height, width, device)
+        return original(channels, depth, height, width, device, weighted)
 
     monkeypatch.setattr(segment_module, "_allocate_accumulator", spy)
     segment_volume([pointwise_net(channels=5)], random_volume((100, 20, 24)), 16, EXACT)

@@ -67,15 +67,16 @@ def _padding(shape: Sequence[int], window: int) -> list[tuple[int, int]]:
 
 
 def _allocate_accumulator(
-    channels: int, depth: int, height: int, width: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ring buffers: weighted probabilities (C, depth, Y, X) and weights (depth, Y, X), float32."""
+    channels: int, depth: int, height: int, width: int, device: torch.device, weighted: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Ring buffers: weighted probabilities (C, depth, Y, X) and weights (depth, Y, X), float32;
+    no weights unless ``weighted`` (windows that tile the volume need none)."""
     import torch
 
     if channels > 256:
         raise ValueError(f"{channels} output channels do not fit uint8 labels (at most 256)")
     probabilities = torch.zeros((channels, depth, height, width), device=device)
-    weights = torch.zeros((depth, height, width), device=device)
+    weights = torch.zeros((depth, height, width), device=device) if weighted else None
     return probabilities, weights
 
 
@@ -177,10 +178,12 @@ def segment_volume(
     w = window_size
     starts = [window_starts(n, w, settings.overlap) for n in padded]
     plane_windows = [(y, x) for y in starts[1] for x in starts[2]]
-    importance = _gaussian_importance(w, device)
+    # Windows that tile the volume predict every voxel once: nothing to blend or weigh.
+    importance = None if _tiles(starts, w, padded) else _gaussian_importance(w, device)
     labels, confidence = np.zeros(shape, np.uint8), np.zeros(shape, np.float16)
     outputs = _Outputs(labels, confidence, pads, probability_sink)
-    blend: list[torch.Tensor] = []  # [weighted probabilities, weights], allocated on first use
+    # [weighted probabilities, weights or None], allocated on first use
+    blend: list[torch.Tensor | None] = []
     total_windows = len(starts[0]) * len(plane_windows)
     with (
         _eval_mode(models),
@@ -196,6 +199,15 @@ def segment_volume(
             z_done = starts[0][index + 1] if index + 1 < len(starts[0]) else padded[0]
             _flush_planes(blend[0], blend[1], z0, z_done - z0, w, outputs)
     return SegmentationResult(labels=outputs.labels, confidence=outputs.confidence)
+
+
+def _tiles(starts: Sequence[Sequence[int]], window: int, padded: Sequence[int]) -> bool:
+    """True when the windows at ``starts`` (per axis) cover the ``padded`` (Z, Y, X) volume
+    exactly once: on every axis they start a window apart and the last ends at the edge."""
+    return all(
+        list(axis) == list(range(0, length, window)) and length % window == 0
+        for axis, length in zip(starts, padded, strict=True)
+    )
 
 
 def _padded_source(
@@ -222,12 +234,13 @@ def _add_windows(
     z0: int,
     batch: Sequence[tuple[int, int]],
     w: int,
-    importance: torch.Tensor,
-    blend: list[torch.Tensor],
+    importance: torch.Tensor | None,
+    blend: list[torch.Tensor | None],
 ) -> None:
     """Predict the windows at Z start ``z0`` and (Y, X) starts ``batch`` (``predict``: (B, 1, w,
     w, w) → (B, C, w, w, w) probabilities) and add their weighted probabilities into the ring
-    buffers ``blend`` (allocated here on the first call)."""
+    buffers ``blend`` (allocated here on the first call). ``importance`` None: the windows
+    tile the volume, so their probabilities are copied in unweighted (weights stay 0)."""
     import torch
 
     windows = torch.stack([source[z0 : z0 + w, y0 : y0 + w, x0 : x0 + w] for y0, x0 in batch])
@@ -235,13 +248,23 @@ def _add_windows(
     if not blend:
         blend.extend(
             _allocate_accumulator(
-                probabilities.shape[1], w, source.shape[1], source.shape[2], source.device
+                probabilities.shape[1],
+                w,
+                source.shape[1],
+                source.shape[2],
+                source.device,
+                weighted=importance is not None,
             )
         )
     accumulator, weights = blend
-    probabilities.mul_(importance)
+    assert accumulator is not None
+    if importance is not None:
+        probabilities.mul_(importance)
     for (y0, x0), window_probabilities in zip(batch, probabilities, strict=True):
         for ring, local in _ring_pieces(z0, w, w):
+            if importance is None or weights is None:
+                accumulator[:, ring, y0 : y0 + w, x0 : x0 + w] = window_probabilities[:, local]
+                continue
             accumulator[:, ring, y0 : y0 + w, x0 : x0 + w] += window_probabilities[:, local]
             weights[ring, y0 : y0 + w, x0 : x0 + w] += importance[local]
 
@@ -268,7 +291,7 @@ def _progress(total: int, show: bool):
 
 def _flush_planes(
     accumulator: torch.Tensor,
-    weights: torch.Tensor,
+    weights: torch.Tensor | None,
     z_start: int,
     count: int,
     depth: int,
@@ -276,8 +299,8 @@ def _flush_planes(
 ) -> None:
     """Reduce padded planes [z_start, z_start + count) to labels and confidence (and hand their
     probabilities to the sink), then clear their ring slots. Planes in the padding are dropped;
-    Y and X padding is cropped."""
-    import torch
+    Y and X padding is cropped. ``weights`` None: the windows tile the volume, the ring holds
+    probabilities as predicted, and the next windows overwrite every slot."""
 
     (z_pad, _), (y_pad, _), (x_pad, _) = outputs.pads
     shape = outputs.labels.shape
@@ -292,12 +315,23 @@ def _flush_planes(
             keep_from, keep_to = max(0, -out_start), min(n_planes, shape[0] - out_start)
             if keep_to > keep_from:
                 kept = slice(planes.start + keep_from, planes.start + keep_to)
-                blended = accumulator[:, kept, crop_y, crop_x] / weights[kept, crop_y, crop_x]
-                best, winner = blended.max(dim=0)
+                blended = accumulator[:, kept, crop_y, crop_x]
+                if weights is not None:
+                    blended = blended / weights[kept, crop_y, crop_x]
                 out = slice(out_start + keep_from, out_start + keep_to)
-                outputs.labels[out] = winner.to(dtype=torch.uint8).cpu().numpy()
-                outputs.confidence[out] = best.half().cpu().numpy()
-                if outputs.sink is not None:
-                    outputs.sink.write(out.start, blended.half().cpu().numpy())
-        accumulator[:, ring] = 0
-        weights[ring] = 0
+                _store_planes(blended, out, outputs)
+        if weights is not None:
+            accumulator[:, ring] = 0
+            weights[ring] = 0
+
+
+def _store_planes(blended: torch.Tensor, out: slice, outputs: _Outputs) -> None:
+    """Labels, confidence (and for the sink, float16 probabilities) of output planes ``out``
+    from their blended (C, n, Y, X) float32 probabilities."""
+    import torch
+
+    best, winner = blended.max(dim=0)
+    outputs.labels[out] = winner.to(dtype=torch.uint8).cpu().numpy()
+    outputs.confidence[out] = best.half().cpu().numpy()
+    if outputs.sink is not None:
+        outputs.sink.write(out.start, blended.half().cpu().numpy())
