@@ -259,6 +259,7 @@ def test_demo_builds_a_project_runs_the_study_and_reuses_the_project(
     options = dict(zip(explore[1::2], explore[2::2], strict=False))
     assert options["--config"] == str((output / "project" / "copick.json").resolve())
     assert (options["--num-trials"], options["--num-epochs"]) == ("3", "8")
+    assert options["--val-interval"] == "4"  # validated half-way and at the end
     assert options["--output"] == str((output / "study").resolve())
     space = yaml.safe_load((output / "study" / "search_space.yaml").read_text())
     assert space == DEMO_SEARCH_SPACE
