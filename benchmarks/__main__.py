@@ -11,7 +11,9 @@ from a results file without measuring anything), ``dry-run`` (planning time of 2
 1000-trial studies, :mod:`benchmarks.planning`; ``--report-only`` regenerates its table),
 ``trial-overhead`` (what a trial costs besides training, :mod:`benchmarks.trial_overhead`),
 ``inference-levers`` (seconds and F4 per inference setting, :mod:`benchmarks.inference_levers`),
-``recipe`` (validation F4 of training recipes at 20 epochs, :mod:`benchmarks.recipe`).
+``recipe`` (validation F4 of training recipes at 20 epochs, :mod:`benchmarks.recipe`),
+``calibration`` (seconds of F-beta calibration, one process and workers,
+:mod:`benchmarks.calibration`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks import (
+    calibration,
     inference_levers,
     measure,
     planning,
@@ -198,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     inference_levers.add_parser(sub)
     recipe.add_parser(sub)
+    calibration.add_parser(sub)
     return parser
 
 
@@ -213,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         return levers(args)
     if args.command == "recipe":
         return recipes(args)
+    if args.command == "calibration":
+        return calibration.run(args)
 
     if args.command == "install":
         print(json.dumps(published.ensure_env(quiet=False)))

@@ -6,7 +6,6 @@ torch is imported inside functions so that importing this module stays cheap.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -77,8 +76,6 @@ def configure_threads() -> None:
     """Use the CPUs this process may run on (Slurm and taskset limit them) for torch."""
     import torch
 
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    torch.set_num_threads(max(1, available))
+    from octopi.parallel import usable_cpus
+
+    torch.set_num_threads(usable_cpus())

@@ -4,8 +4,9 @@ One test per branch that only a CUDA device takes: device and mixed-precision ch
 (:mod:`octopi.runtime`), training steps under fp16 (with a ``GradScaler``) and bf16
 (:mod:`octopi.training.loop`), the CUDA RNG state of checkpoints and an exact resume on the
 GPU (:mod:`octopi.training.checkpoint`), pinned training batches (:mod:`octopi.data.patches`),
-sliding-window inference on the GPU against the CPU (:mod:`octopi.inference.segment`), one
-GPU per local trial (:mod:`octopi.gpu_slots`) and the trial memory bound
+sliding-window inference on the GPU against the CPU (:mod:`octopi.inference.segment`),
+calibration workers forked from a process that uses CUDA (:mod:`octopi.parallel`), one GPU per
+local trial (:mod:`octopi.gpu_slots`) and the trial memory bound
 (:mod:`octopi.search.trial_configs`). Sizes are those of the unit tests: the tiny project of
 ``tests/conftest.py`` (32 × 48 × 48 voxels), 16³ crops, a 3-level UNet.
 
@@ -247,6 +248,24 @@ def test_segmentation_on_cuda_agrees_with_the_cpu(amp: str, min_agreement: float
     assert agreement >= min_agreement, f"labels agree on {agreement:.2%} of the voxels"
     confidence = np.abs(result.confidence.astype(np.float32) - reference.confidence)
     assert float(confidence.max()) <= 0.05
+
+
+def test_calibration_workers_fork_from_a_process_that_uses_cuda() -> None:
+    """Validation calibrates in the training process, which holds a CUDA context and torch
+    threads; its workers are forked from it and must give the one-process result."""
+    from test_calibration import CLASS, EVALUATION, VOXEL, constructed_volume
+    from test_calibration import SETTINGS as GRID
+
+    from octopi.evaluation.calibration import calibrate_with_report
+
+    torch.ones(1, device="cuda").sum().item()  # the CUDA context exists
+    probabilities, truth = constructed_volume()
+    runs = {"a": probabilities, "b": probabilities[:, ::-1].copy()}
+    truths = {"a": truth, "b": truth}
+    one = calibrate_with_report(runs, truths, [CLASS], VOXEL, GRID, EVALUATION, workers=1)
+    forked = calibrate_with_report(runs, truths, [CLASS], VOXEL, GRID, EVALUATION, workers=4)
+    assert forked[0] == one[0] and forked[1].per_class == one[1].per_class
+    assert torch.ones(1, device="cuda").sum().item() == 1.0  # the parent's CUDA still works
 
 
 # --------------------------------------------------------------------------- trials

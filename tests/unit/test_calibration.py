@@ -209,3 +209,62 @@ def test_a_threshold_that_ties_the_argmax_is_kept():
     chosen = result.classes["ribosome"]
     assert chosen.threshold is not None and chosen.fbeta == pytest.approx(1.0)
     assert chosen.fbeta_labels == pytest.approx(1.0)
+
+
+def test_workers_choose_exactly_what_one_process_chooses():
+    """Two runs of smoothed noise with three classes (many thresholds give different blobs):
+    the grid spread over forked workers gives the same calibration, counts and all, as one
+    process, and every task ran in a worker."""
+    from scipy import ndimage as ndi
+
+    from octopi.evaluation.calibration import calibrate_with_report
+
+    rng = np.random.default_rng(5)
+    classes = [LocalizeClass(name, label, 40.0) for label, name in enumerate("abc", start=1)]
+    probabilities, truth = {}, {}
+    for run in ("r1", "r2"):
+        logits = ndi.gaussian_filter(rng.normal(size=(4, 32, 40, 40)), (0, 2, 2, 2)) * 40
+        probabilities[run] = (np.exp(logits) / np.exp(logits).sum(axis=0)).astype(np.float16)
+        truth[run] = {c.name: rng.uniform(0, 320, size=(6, 3)) for c in classes}
+    evaluation = EvaluationConfig(class_weights={"a": 1.0, "b": 2.0, "c": 1.0})
+    results = {
+        workers: calibrate_with_report(
+            probabilities,
+            truth,
+            classes,
+            VOXEL,
+            SETTINGS,
+            evaluation,
+            workers=workers,
+        )
+        for workers in (1, 3)
+    }
+    (one, one_report), (three, three_report) = results[1], results[3]
+    assert three == one
+    assert three_report.per_class == one_report.per_class
+    assert sum(c.n_predicted for c in one_report.per_class.values()) > 0
+
+
+def test_calibration_workers_run_the_grid_in_other_processes(monkeypatch):
+    """With workers, the grid's tasks run in forked processes, not in this one."""
+    import os
+
+    import octopi.evaluation.calibration as calibration
+    from octopi.evaluation.calibration import calibrate_with_report
+
+    pids = []
+    run_task = calibration._task_counts
+
+    def recording(grid, task):
+        pids.append(os.getpid())  # in a worker, this list is the worker's copy
+        return run_task(grid, task)
+
+    monkeypatch.setattr(calibration, "_task_counts", recording)
+    probabilities, truth = constructed_volume()
+    result, _ = calibrate_with_report(
+        {"run": probabilities}, {"run": truth}, [CLASS], VOXEL, SETTINGS, EVALUATION, workers=2
+    )
+    assert result.classes["ribosome"].fbeta == pytest.approx(1.0)
+    assert pids == []  # nothing ran here
+    calibrate({"run": probabilities}, {"run": truth}, [CLASS], VOXEL, SETTINGS, EVALUATION)
+    assert pids and set(pids) == {os.getpid()}  # small grids run here by default

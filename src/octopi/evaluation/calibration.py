@@ -11,6 +11,11 @@ threshold: early in training a class's probability can stay below 0.3 everywhere
 be the largest at its particles, where no threshold separates them from the background.
 The plain argmax labels are scored too (``fbeta_labels``), so the gain is reported honestly.
 
+The grid's (class, threshold) passes and each run's argmax are independent tasks, spread over
+forked worker processes (:func:`octopi.parallel.map_forked`; one per usable CPU core):
+distance transforms and watersheds hold the GIL, and at CZII size one run's grid takes minutes
+on one core. The chosen settings do not depend on the number of workers.
+
 The result (:class:`~octopi.models.model_card.Calibration`) goes into ``model_config.yaml``;
 ``segment`` stores it with the probabilities and ``localize`` (source ``auto``) uses it.
 """
@@ -33,6 +38,7 @@ from octopi.inference.localize import (
     localize_labels_min_sizes,
 )
 from octopi.models.model_card import Calibration, ClassCalibration
+from octopi.parallel import map_forked, usable_cpus
 
 __all__ = ["calibrate", "calibrate_with_report"]
 
@@ -76,22 +82,26 @@ def calibrate_with_report(
     voxel_size_angstrom: float,
     settings: LocalizeConfig = LocalizeConfig(),
     evaluation: EvaluationConfig = EvaluationConfig(),
+    workers: int | None = None,
 ) -> tuple[Calibration, ScoreReport]:
     """:func:`calibrate`, and the score of the calibrated picks (each class with its chosen
-    settings, counts summed over the runs): validation during training ranks checkpoints by it."""
+    settings, counts summed over the runs): validation during training ranks checkpoints by it.
+
+    workers: processes the grid is spread over (Linux; the result does not depend on it).
+        None: one per CPU core this process may use, for grids of at least 4 M voxels ×
+        classes; smaller ones run in this process."""
     runs = sorted(probabilities)
     missing = [run for run in runs if run not in ground_truth]
     if not runs or missing:
         raise ValueError(f"calibration needs ground truth for every run; missing: {missing}")
     matcher = _Matcher(ground_truth, voxel_size_angstrom, evaluation.distance_fraction)
-    argmax = _argmax_candidates(probabilities, matcher, classes, voxel_size_angstrom, settings)
+    grid = _Grid.of(probabilities, matcher, classes, voxel_size_angstrom, settings)
+    argmax, threshold_counts = _grid_counts(grid, workers)
     beta = evaluation.beta
     best: dict[str, _Candidate] = {}
     label_counts: dict[str, ClassCounts] = {}
     for cls in classes:
-        by_threshold = _best_candidate(
-            probabilities, matcher, cls, voxel_size_angstrom, settings, beta
-        )
+        by_threshold = _best_candidate(threshold_counts[cls.name], beta)
         by_argmax = max(  # ties: the larger minimum size (listed first)
             argmax[cls.name].values(), key=lambda candidate: candidate.counts.fbeta(beta)
         )
@@ -151,66 +161,133 @@ class _Matcher:
         )
 
 
-def _argmax_candidates(
-    probabilities: Mapping[str, np.ndarray],
-    matcher: _Matcher,
-    classes: Sequence[LocalizeClass],
-    voxel_size_angstrom: float,
-    settings: LocalizeConfig,
-) -> dict[str, dict[float, _Candidate]]:
-    """class → minimum size → counts of picking the class from the argmax, for the calibration
-    grid's minimum sizes and the class's own one (the plain argmax labels, ``fbeta_labels``);
-    larger sizes first. Each run's argmax is computed once for all classes and sizes."""
-    sizes = {
-        cls.name: sorted(
-            {*settings.calibration_min_size_fractions, class_min_size_fraction(cls.name, settings)},
-            reverse=True,
-        )
-        for cls in classes
+@dataclass(frozen=True)
+class _Grid:
+    """Everything the calibration grid's tasks read: probabilities as in :func:`calibrate`."""
+
+    probabilities: Mapping[str, np.ndarray]
+    matcher: _Matcher
+    classes: Sequence[LocalizeClass]
+    voxel_size_angstrom: float
+    settings: LocalizeConfig
+    labels: Mapping[str, np.ndarray]  # run → (Z, Y, X) uint8 argmax of its probabilities
+    label_sizes: Mapping[str, list[float]]  # class → argmax minimum sizes, larger first
+    thresholds: list[float]  # higher first
+    min_sizes: list[float]  # larger first
+
+    @classmethod
+    def of(
+        cls,
+        probabilities: Mapping[str, np.ndarray],
+        matcher: _Matcher,
+        classes: Sequence[LocalizeClass],
+        voxel_size_angstrom: float,
+        settings: LocalizeConfig,
+    ) -> _Grid:
+        grid_sizes = settings.calibration_min_size_fractions
+        label_sizes = {  # the grid's sizes and the class's own one (the plain argmax labels)
+            c.name: sorted({*grid_sizes, class_min_size_fraction(c.name, settings)}, reverse=True)
+            for c in classes
+        }
+        labels = {run: np.argmax(v, axis=0).astype(np.uint8) for run, v in probabilities.items()}
+        return cls(
+            probabilities, matcher, classes, voxel_size_angstrom, settings, labels, label_sizes,
+            thresholds=sorted(set(settings.calibration_thresholds), reverse=True),
+            min_sizes=sorted(set(grid_sizes), reverse=True),
+        )  # fmt: skip
+
+    def tasks(self) -> list[tuple[str, ...]]:
+        """The independent tasks of the grid, the longest first: each (run, class) of the
+        argmax labels (``("labels", run, class)``), then each (class, threshold), lower
+        thresholds first (they give larger regions to split)."""
+        runs = [("labels", run, c.name) for run in sorted(self.labels) for c in self.classes]
+        by_threshold = [
+            ("threshold", cls.name, threshold)
+            for threshold in reversed(self.thresholds)
+            for cls in self.classes
+        ]
+        return runs + by_threshold
+
+
+def _grid_counts(
+    grid: _Grid, workers: int | None
+) -> tuple[dict[str, dict[float, _Candidate]], dict[str, dict[tuple[float, float], ClassCounts]]]:
+    """Counts of every candidate of the grid: (class → minimum size → argmax candidate,
+    class → (threshold, minimum size) → counts summed over runs), its tasks spread over
+    ``workers`` forked processes (None: :func:`_auto_workers`). The result does not depend on
+    the number of workers."""
+    tasks = grid.tasks()
+    n_workers = _auto_workers(grid) if workers is None else workers
+    results = map_forked(_task_counts, grid, tasks, n_workers)
+    labels = {
+        c.name: {size: ClassCounts() for size in grid.label_sizes[c.name]} for c in grid.classes
     }
-    counts = {cls.name: {size: ClassCounts() for size in sizes[cls.name]} for cls in classes}
-    for run, volume in probabilities.items():
-        labels = np.argmax(volume, axis=0).astype(np.uint8)
-        with warnings.catch_warnings():  # an untrained argmax floods classes: no picks
-            warnings.simplefilter("ignore", RuntimeWarning)
-            for cls in classes:
-                picks_by_size = localize_labels_min_sizes(
-                    labels, cls, voxel_size_angstrom, settings, sizes[cls.name]
-                )
-                for size, picks in zip(sizes[cls.name], picks_by_size, strict=True):
-                    counts[cls.name][size] += matcher.counts(picks, run, cls)
-    return {
+    by_threshold: dict[str, dict[tuple[float, float], ClassCounts]] = {
+        c.name: {} for c in grid.classes
+    }
+    for task, result in zip(tasks, results, strict=True):
+        if task[0] == "labels":
+            for size, counts in result.items():
+                labels[task[2]][size] += counts
+        else:
+            _, name, threshold = task
+            for size, counts in result.items():
+                by_threshold[name][threshold, size] = counts
+    argmax = {
         name: {size: _Candidate(None, size, total) for size, total in by_size.items()}
-        for name, by_size in counts.items()
+        for name, by_size in labels.items()
     }
+    return argmax, by_threshold
 
 
-def _best_candidate(
-    probabilities: Mapping[str, np.ndarray],
-    matcher: _Matcher,
-    cls: LocalizeClass,
-    voxel_size_angstrom: float,
-    settings: LocalizeConfig,
-    beta: float,
-) -> _Candidate:
-    """The (threshold, minimum size) of the grids with the highest F-beta of ``cls``; ties go
-    to the higher threshold, then the larger minimum size. Each (run, threshold) is labelled
-    once for all minimum sizes (:func:`localize_channel_min_sizes`)."""
-    thresholds = sorted(set(settings.calibration_thresholds), reverse=True)
-    min_sizes = sorted(set(settings.calibration_min_size_fractions), reverse=True)
-    counts = {(t, m): ClassCounts() for t in thresholds for m in min_sizes}
-    with warnings.catch_warnings():  # low thresholds flood weak classes: no picks, no warning
+# Below this many voxels (summed over runs, times classes) the grid runs in this process:
+# forking workers would cost more than it saves.
+_PARALLEL_MIN_VOXELS = 1 << 22
+
+
+def _auto_workers(grid: _Grid) -> int:
+    """One worker per usable CPU core for grids large enough to gain from them, else 1."""
+    voxels = sum(int(np.prod(volume.shape[1:])) for volume in grid.probabilities.values())
+    return usable_cpus() if voxels * len(grid.classes) >= _PARALLEL_MIN_VOXELS else 1
+
+
+def _task_counts(grid: _Grid, task: tuple[str, ...]) -> dict:
+    """One task of :meth:`_Grid.tasks`, minimum size → counts: for ``("labels", run,
+    class)``, of picking the class from that run's argmax; for ``("threshold", class,
+    threshold)``, of picking the class at that threshold, summed over runs. Each (run,
+    threshold) is labelled once for all minimum sizes."""
+    with warnings.catch_warnings():  # an untrained argmax or a low threshold floods classes
         warnings.simplefilter("ignore", RuntimeWarning)
-        for threshold in thresholds:
-            trial = settings.model_copy(update={"per_class_threshold": {cls.name: threshold}})
-            for run, volume in probabilities.items():
-                picks_by_size = localize_channel_min_sizes(
-                    volume[cls.label], cls, voxel_size_angstrom, trial, min_sizes
-                )
-                for min_size, picks in zip(min_sizes, picks_by_size, strict=True):
-                    counts[threshold, min_size] += matcher.counts(picks, run, cls)
+        if task[0] == "labels":
+            _, run, name = task
+            cls = next(c for c in grid.classes if c.name == name)
+            sizes = grid.label_sizes[name]
+            picks_by_size = localize_labels_min_sizes(
+                grid.labels[run], cls, grid.voxel_size_angstrom, grid.settings, sizes
+            )
+            return {
+                size: grid.matcher.counts(picks, run, cls)
+                for size, picks in zip(sizes, picks_by_size, strict=True)
+            }
+        _, name, threshold = task
+        cls = next(c for c in grid.classes if c.name == name)
+        trial = grid.settings.model_copy(update={"per_class_threshold": {name: threshold}})
+        counts = {size: ClassCounts() for size in grid.min_sizes}
+        for run, volume in grid.probabilities.items():
+            picks_by_size = localize_channel_min_sizes(
+                volume[cls.label], cls, grid.voxel_size_angstrom, trial, grid.min_sizes
+            )
+            for size, picks in zip(grid.min_sizes, picks_by_size, strict=True):
+                counts[size] += grid.matcher.counts(picks, run, cls)
+        return counts
+
+
+def _best_candidate(counts: Mapping[tuple[float, float], ClassCounts], beta: float) -> _Candidate:
+    """The (threshold, minimum size) of the grid with the highest F-beta; ties go to the
+    higher threshold, then the larger minimum size."""
     best: _Candidate | None = None
-    for (threshold, min_size), total in counts.items():  # higher threshold, larger size first
+    for threshold, min_size in sorted(counts, reverse=True):
+        total = counts[threshold, min_size]
         if best is None or total.fbeta(beta) > best.counts.fbeta(beta):
             best = _Candidate(threshold, min_size, total)
     assert best is not None  # the grids are never empty (config validation)
