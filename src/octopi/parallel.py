@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -72,11 +73,25 @@ def map_forked(
             # Python 3.12+ warns that forking a multi-threaded process (torch's thread pool)
             # may deadlock; the workers run NumPy/SciPy code only (see the module docstring).
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-            pool = multiprocessing.get_context("fork").Pool(workers)
-        with pool:
-            return pool.map(_run_item, items, chunksize=1)
+            pool = multiprocessing.get_context("fork").Pool(workers, initializer=_as_worker)
+        try:
+            results = pool.map(_run_item, items, chunksize=1)
+        except BaseException:
+            pool.terminate()
+            raise
+        pool.close()  # the workers exit on their own: nothing to kill
+        pool.join()
+        return results
     finally:
         _WORK = None
+
+
+def _as_worker() -> None:
+    """A worker forgets the parent's signal handlers: training's SIGTERM handler (save a
+    checkpoint, then stop) would otherwise print its message in every worker the pool ends,
+    and keep it alive. Ctrl-C reaches the parent, which ends the pool."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run_item(item: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 
 import pytest
@@ -59,6 +60,26 @@ def test_a_daemonic_process_runs_the_items_itself():
     daemon.join(timeout=60)
     assert [value for _, value in results] == [1, 4, 9]
     assert {pid for pid, _ in results} == {daemon.pid}
+
+
+def _signal_handlers(context, item):
+    return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+
+def _announce(*_):  # a handler that keeps the process alive, like training's
+    print("SIGTERM received", flush=True)
+
+
+def test_workers_drop_the_parent_s_signal_handlers():
+    """Training's SIGTERM handler saves a checkpoint and keeps running: a worker that inherited
+    it would print its message when the pool ends it, and live on."""
+    previous = signal.signal(signal.SIGTERM, _announce)
+    try:
+        handlers = map_forked(_signal_handlers, None, range(4), workers=2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert set(handlers) == {(signal.SIG_DFL, signal.SIG_IGN)}
+    assert multiprocessing.active_children() == []  # every worker has exited
 
 
 def test_usable_cpus_is_the_affinity():
