@@ -54,17 +54,24 @@ def map_forked(
     context: Context,
     items: Iterable[Item],
     workers: int,
+    on_result: Callable[[], None] | None = None,
 ) -> list[Result]:
     """``[function(context, item) for item in items]``, computed by up to ``workers`` forked
     processes (fewer when there are fewer items). ``function`` must be a module-level function;
     ``context`` (e.g. large arrays) reaches the workers through fork, never pickled. Items are
     handed out one at a time in the given order, so put the longest first. A worker's
-    exception is raised here."""
+    exception is raised here. ``on_result()`` is called here after each result, in order (a
+    progress bar)."""
     global _WORK
     items = list(items)
     workers = min(workers, len(items))
+    done = on_result or (lambda: None)
     if workers <= 1 or not can_fork():
-        return [function(context, item) for item in items]
+        results = []
+        for item in items:
+            results.append(function(context, item))
+            done()
+        return results
     if _WORK is not None:
         raise RuntimeError("map_forked is not re-entrant")
     _WORK = (function, context)
@@ -75,7 +82,10 @@ def map_forked(
             warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
             pool = multiprocessing.get_context("fork").Pool(workers, initializer=_as_worker)
         try:
-            results = pool.map(_run_item, items, chunksize=1)
+            results = []
+            for result in pool.imap(_run_item, items, chunksize=1):
+                results.append(result)
+                done()
         except BaseException:
             pool.terminate()
             raise

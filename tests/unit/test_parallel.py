@@ -33,6 +33,15 @@ def test_results_come_back_in_order_from_other_processes():
     assert os.getpid() not in pids and 1 <= len(pids) <= 3
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_each_result_is_announced_here(workers):
+    announced = []
+    results = map_forked(
+        _pid_and_square, {"offset": 0}, range(5), workers, on_result=lambda: announced.append(1)
+    )
+    assert len(results) == 5 and len(announced) == 5
+
+
 def test_one_worker_runs_here():
     results = map_forked(_pid_and_square, {"offset": 0}, [2, 3], workers=1)
     assert results == [(os.getpid(), 4), (os.getpid(), 9)]

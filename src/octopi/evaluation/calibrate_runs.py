@@ -81,5 +81,8 @@ def calibrate_model_on_runs(
             o.name: projects.load_picks_angstrom(ref, o.name, ground_truth) for o in objects
         }
     classes = [LocalizeClass(c.name, c.label, c.radius_angstrom) for c in card.classes]
-    calibration = calibrate(probabilities, truth, classes, voxel, localize_settings, evaluation)
+    calibration = calibrate(
+        probabilities, truth, classes, voxel, localize_settings, evaluation,
+        show_progress=show_progress,
+    )  # fmt: skip
     return card, calibration

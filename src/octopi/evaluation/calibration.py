@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from octopi.config import EvaluationConfig, LocalizeConfig
 from octopi.evaluation.scoring import ClassCounts, ScoreReport, match_points
@@ -59,6 +60,7 @@ def calibrate(
     voxel_size_angstrom: float,
     settings: LocalizeConfig = LocalizeConfig(),
     evaluation: EvaluationConfig = EvaluationConfig(),
+    show_progress: bool = False,
 ) -> Calibration:
     """Choose each class's threshold and minimum size for F-beta on validation runs.
 
@@ -70,8 +72,9 @@ def calibrate(
     settings: every other localize setting (method, separation, ...) as picking will use it.
     """
     calibration, _ = calibrate_with_report(
-        probabilities, ground_truth, classes, voxel_size_angstrom, settings, evaluation
-    )
+        probabilities, ground_truth, classes, voxel_size_angstrom, settings, evaluation,
+        show_progress=show_progress,
+    )  # fmt: skip
     return calibration
 
 
@@ -83,20 +86,22 @@ def calibrate_with_report(
     settings: LocalizeConfig = LocalizeConfig(),
     evaluation: EvaluationConfig = EvaluationConfig(),
     workers: int | None = None,
+    show_progress: bool = False,
 ) -> tuple[Calibration, ScoreReport]:
     """:func:`calibrate`, and the score of the calibrated picks (each class with its chosen
     settings, counts summed over the runs): validation during training ranks checkpoints by it.
 
     workers: processes the grid is spread over (Linux; the result does not depend on it).
         None: one per CPU core this process may use, for grids of at least 4 M voxels ×
-        classes; smaller ones run in this process."""
+        classes; smaller ones run in this process.
+    show_progress: a progress bar over the grid's tasks (minutes per run at CZII size)."""
     runs = sorted(probabilities)
     missing = [run for run in runs if run not in ground_truth]
     if not runs or missing:
         raise ValueError(f"calibration needs ground truth for every run; missing: {missing}")
     matcher = _Matcher(ground_truth, voxel_size_angstrom, evaluation.distance_fraction)
     grid = _Grid.of(probabilities, matcher, classes, voxel_size_angstrom, settings)
-    argmax, threshold_counts = _grid_counts(grid, workers)
+    argmax, threshold_counts = _grid_counts(grid, workers, show_progress)
     beta = evaluation.beta
     best: dict[str, _Candidate] = {}
     label_counts: dict[str, ClassCounts] = {}
@@ -210,7 +215,7 @@ class _Grid:
 
 
 def _grid_counts(
-    grid: _Grid, workers: int | None
+    grid: _Grid, workers: int | None, show_progress: bool
 ) -> tuple[dict[str, dict[float, _Candidate]], dict[str, dict[tuple[float, float], ClassCounts]]]:
     """Counts of every candidate of the grid: (class → minimum size → argmax candidate,
     class → (threshold, minimum size) → counts summed over runs), its tasks spread over
@@ -218,7 +223,11 @@ def _grid_counts(
     the number of workers."""
     tasks = grid.tasks()
     n_workers = _auto_workers(grid) if workers is None else workers
-    results = map_forked(_task_counts, grid, tasks, n_workers)
+    with tqdm(
+        total=len(tasks), desc="calibration grid", unit="task",
+        disable=not show_progress,
+    ) as bar:  # fmt: skip
+        results = map_forked(_task_counts, grid, tasks, n_workers, on_result=bar.update)
     labels = {
         c.name: {size: ClassCounts() for size in grid.label_sizes[c.name]} for c in grid.classes
     }
