@@ -1,10 +1,12 @@
 """Independent CPU work spread over forked worker processes, results in order.
 
 Calibration scores a grid of (class, threshold) settings, each an independent pass of
-connected components, distance transforms and watersheds over the class probabilities: pure
-NumPy/SciPy work that holds the GIL, so threads do not help and processes do. Forking shares
-the parent's arrays with the workers copy-on-write, so gigabytes of probabilities reach them
-without a copy or a pickle; only each item and its result are pickled.
+connected components, distance transforms and watersheds over the class probabilities. SciPy
+releases the GIL inside those, but the Python around them (per component) holds it: on 2 cores
+two threads took 3.4-4.5 s where two processes took 2.8-2.9 s and one 4.9 s
+(docs/benchmarks.md, Calibration cost). Forking shares the parent's arrays with the workers
+copy-on-write, so gigabytes of probabilities reach them without a copy or a pickle; only each
+item and its result are pickled.
 
 Where fork is not available (macOS, Windows), in a daemonic process (which may not have
 children), or with one worker, the items run in this process, one after another, with the same

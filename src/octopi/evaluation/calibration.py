@@ -11,10 +11,11 @@ threshold: early in training a class's probability can stay below 0.3 everywhere
 be the largest at its particles, where no threshold separates them from the background.
 The plain argmax labels are scored too (``fbeta_labels``), so the gain is reported honestly.
 
-The grid's (class, threshold) passes and each run's argmax are independent tasks, spread over
-forked worker processes (:func:`octopi.parallel.map_forked`; one per usable CPU core):
-distance transforms and watersheds hold the GIL, and at CZII size one run's grid takes minutes
-on one core. The chosen settings do not depend on the number of workers.
+The grid's (class, threshold) passes and each (run, class) of the argmax are independent tasks,
+spread over forked worker processes (:func:`octopi.parallel.map_forked`; one per usable CPU
+core): at CZII size one run's grid takes minutes on one core, and the per-component Python
+around SciPy's calls holds the GIL, so threads gain little. The chosen settings do not depend
+on the number of workers.
 
 The result (:class:`~octopi.models.model_card.Calibration`) goes into ``model_config.yaml``;
 ``segment`` stores it with the probabilities and ``localize`` (source ``auto``) uses it.
