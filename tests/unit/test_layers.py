@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # Bottom to top; a unit is a subpackage of octopi or one of its top-level modules. Keep this
 # list and the table in docs/architecture.md the same.
 LAYERS: list[set[str]] = [
-    {"octopi", "errors", "locks", "class_match"},
+    {"octopi", "errors", "locks", "class_match", "parallel"},
     {
         "config", "io_utils", "input_files", "config_diff", "runtime", "gpu_slots",
         "slurm_jobs", "cluster_check", "study_monitor", "tracking_calls",
