@@ -56,23 +56,23 @@ def map_forked(
     context: Context,
     items: Iterable[Item],
     workers: int,
-    on_result: Callable[[], None] | None = None,
+    on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
     """``[function(context, item) for item in items]``, computed by up to ``workers`` forked
     processes (fewer when there are fewer items). ``function`` must be a module-level function;
     ``context`` (e.g. large arrays) reaches the workers through fork, never pickled. Items are
     handed out one at a time in the given order, so put the longest first. A worker's
-    exception is raised here. ``on_result()`` is called here after each result, in order (a
-    progress bar)."""
+    exception is raised here. ``on_result(result)`` is called here with each result as it
+    arrives, in order (a progress bar, or writing it out before the next is done)."""
     global _WORK
     items = list(items)
     workers = min(workers, len(items))
-    done = on_result or (lambda: None)
+    done = on_result or (lambda _: None)
     if workers <= 1 or not can_fork():
         results = []
         for item in items:
             results.append(function(context, item))
-            done()
+            done(results[-1])
         return results
     if _WORK is not None:
         raise RuntimeError("map_forked is not re-entrant")
@@ -87,7 +87,7 @@ def map_forked(
             results = []
             for result in pool.imap(_run_item, items, chunksize=1):
                 results.append(result)
-                done()
+                done(result)
         except BaseException:
             pool.terminate()
             raise

@@ -263,3 +263,32 @@ def test_localize_runs_refuses_argmax_classes_it_does_not_localize(tiny_project)
             [tiny_project.source], None, PREDICT, PickSpec(user_id="octopi", session_id="31"),
             settings,
         )  # fmt: skip
+
+
+def test_localize_in_worker_processes_writes_what_one_process_writes(tiny_project_copy):
+    """Runs are localized by forked workers and their picks written here, in run order:
+    the same picks and scores as one process."""
+    from octopi.inference.localize_stages import plan_localize, run_localize
+    from octopi.parallel import can_fork
+
+    if not can_fork():
+        pytest.skip("needs fork (Linux)")
+    project = tiny_project_copy
+    write_soft_oracle(project)
+    plan = plan_localize([project.source], None, seg_target=SOFT)
+    assert len(plan.refs) >= 2  # so that two workers share the runs
+    written = {}
+    for workers in (1, 2):
+        picks = PickSpec(user_id="octopi", session_id=f"w{workers}")
+        counts = run_localize(plan, picks, workers=workers)
+        assert list(counts) == [ref.key for ref in plan.refs]
+        projects = CopickProjects([project.source])
+        written[workers] = {
+            (ref.key, name): projects.load_picks_angstrom(ref, name, picks)
+            for ref in plan.refs
+            for name in counts[ref.key]
+        }
+        assert sum(sum(per_run.values()) for per_run in counts.values()) > 0
+    assert written[1].keys() == written[2].keys()
+    for key, positions in written[1].items():
+        np.testing.assert_array_equal(written[2][key], positions)

@@ -34,12 +34,12 @@ def test_results_come_back_in_order_from_other_processes():
 
 
 @pytest.mark.parametrize("workers", [1, 3])
-def test_each_result_is_announced_here(workers):
+def test_each_result_is_announced_here_in_order(workers):
     announced = []
     results = map_forked(
-        _pid_and_square, {"offset": 0}, range(5), workers, on_result=lambda: announced.append(1)
+        _pid_and_square, {"offset": 0}, range(5), workers, on_result=announced.append
     )
-    assert len(results) == 5 and len(announced) == 5
+    assert announced == results and [value for _, value in results] == [0, 1, 4, 9, 16]
 
 
 def test_one_worker_runs_here():

@@ -272,7 +272,7 @@ def localize(
         voxel_size_angstrom=voxel_size,
         objects=split_csv(objects),
     )
-    counts = run_localize(plan, picks_out)
+    counts = run_localize(plan, picks_out, show_progress=True)
     if output is not None:
         write_resolved_config(
             output,

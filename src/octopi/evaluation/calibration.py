@@ -228,7 +228,7 @@ def _grid_counts(
         total=len(tasks), desc="calibration grid", unit="task",
         disable=not show_progress,
     ) as bar:  # fmt: skip
-        results = map_forked(_task_counts, grid, tasks, n_workers, on_result=bar.update)
+        results = map_forked(_task_counts, grid, tasks, n_workers, on_result=lambda _: bar.update())
     labels = {
         c.name: {size: ClassCounts() for size in grid.label_sizes[c.name]} for c in grid.classes
     }

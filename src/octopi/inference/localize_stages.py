@@ -180,44 +180,69 @@ def _source(
     return "labels"
 
 
-def run_localize(plan: LocalizePlan, picks_out: PickSpec) -> dict[str, dict[str, int]]:
-    """Localize every run of ``plan`` and write the picks; run key → object → picks."""
-    from octopi.inference.localize import ClassPicks, localize, localize_channel
+def run_localize(
+    plan: LocalizePlan,
+    picks_out: PickSpec,
+    workers: int | None = None,
+    show_progress: bool = False,
+) -> dict[str, dict[str, int]]:
+    """Localize every run of ``plan`` and write the picks; run key → object → picks.
+
+    The runs are localized by up to ``workers`` forked processes (None: one per CPU core this
+    process may use; :func:`octopi.parallel.map_forked`), each reading its run's
+    segmentation; this process writes each run's picks as it arrives, in run order."""
+    from tqdm.auto import tqdm
+
+    from octopi.parallel import map_forked, usable_cpus
 
     counts: dict[str, dict[str, int]] = {}
-    projects, target = plan.projects, plan.seg_target
-    for ref in plan.refs:
+    refs = list(plan.refs)
+    pending = iter(refs)
+
+    def write(found: dict) -> None:
+        ref = next(pending)
         voxel_size = plan.voxel_sizes[ref.key]
-        if plan.source == "labels":
-            segmentation = projects.load_segmentation(ref, voxel_size, target)
-            found = localize(segmentation, plan.classes, voxel_size, plan.settings)
-        else:
-            stored = projects.probability_channels(ref, voxel_size, target)
-            settings = _run_settings(
-                plan, projects.probability_calibration(ref, voxel_size, target)
-            )
-            argmax = [c for c in plan.classes if c.name in (settings.argmax_classes or ())]
-            found = {  # one channel in memory at a time; a class the model lacks gets no picks
-                cls.name: localize_channel(
-                    projects.load_probability(ref, voxel_size, target, cls.name),
-                    cls,
-                    voxel_size,
-                    settings,
-                )
-                if cls.name in stored
-                else ClassPicks(np.zeros((0, 3)), np.zeros(0, np.float32))
-                for cls in plan.classes
-                if cls not in argmax
-            }
-            if argmax:  # the labels segment wrote are the argmax of these probabilities
-                labels = projects.load_segmentation(ref, voxel_size, target)
-                of_labels = settings.model_copy(update={"per_class_threshold": None})
-                found.update(localize(labels, argmax, voxel_size, of_labels))
         for name, picks in found.items():
             positions_angstrom_xyz = picks.centers_voxel[:, ::-1] * voxel_size
-            projects.write_picks(ref, name, picks_out, positions_angstrom_xyz, picks.scores)
+            plan.projects.write_picks(ref, name, picks_out, positions_angstrom_xyz, picks.scores)
         counts[ref.key] = {name: len(picks) for name, picks in found.items()}
+        bar.update()
+
+    n_workers = usable_cpus() if workers is None else workers
+    with tqdm(total=len(refs), desc="localize", unit="run", disable=not show_progress) as bar:
+        map_forked(_localize_run, plan, refs, n_workers, on_result=write)
     return counts
+
+
+def _localize_run(plan: LocalizePlan, ref: RunRef) -> dict:
+    """Object name → ClassPicks of one run (nothing written)."""
+    from octopi.inference.localize import ClassPicks, localize, localize_channel
+
+    projects, target = plan.projects, plan.seg_target
+    voxel_size = plan.voxel_sizes[ref.key]
+    if plan.source == "labels":
+        segmentation = projects.load_segmentation(ref, voxel_size, target)
+        return localize(segmentation, plan.classes, voxel_size, plan.settings)
+    stored = projects.probability_channels(ref, voxel_size, target)
+    settings = _run_settings(plan, projects.probability_calibration(ref, voxel_size, target))
+    argmax = [c for c in plan.classes if c.name in (settings.argmax_classes or ())]
+    found = {  # one channel in memory at a time; a class the model lacks gets no picks
+        cls.name: localize_channel(
+            projects.load_probability(ref, voxel_size, target, cls.name),
+            cls,
+            voxel_size,
+            settings,
+        )
+        if cls.name in stored
+        else ClassPicks(np.zeros((0, 3)), np.zeros(0, np.float32))
+        for cls in plan.classes
+        if cls not in argmax
+    }
+    if argmax:  # the labels segment wrote are the argmax of these probabilities
+        labels = projects.load_segmentation(ref, voxel_size, target)
+        of_labels = settings.model_copy(update={"per_class_threshold": None})
+        found.update(localize(labels, argmax, voxel_size, of_labels))
+    return found
 
 
 def _run_settings(plan: LocalizePlan, calibration: dict[str, dict[str, float]]) -> LocalizeConfig:
