@@ -229,7 +229,7 @@ def _grid_counts(
         disable=not show_progress,
     ) as bar:  # fmt: skip
         results = map_forked(_task_counts, grid, tasks, n_workers, on_result=lambda _: bar.update())
-    labels = {
+    label_totals = {
         c.name: {size: ClassCounts() for size in grid.label_sizes[c.name]} for c in grid.classes
     }
     by_threshold: dict[str, dict[tuple[float, float], ClassCounts]] = {
@@ -238,14 +238,14 @@ def _grid_counts(
     for task, result in zip(tasks, results, strict=True):
         if task[0] == "labels":
             for size, counts in result.items():
-                labels[task[2]][size] += counts
+                label_totals[task[2]][size] += counts
         else:
             _, name, threshold = task
             for size, counts in result.items():
                 by_threshold[name][threshold, size] = counts
     argmax = {
         name: {size: _Candidate(None, size, total) for size, total in by_size.items()}
-        for name, by_size in labels.items()
+        for name, by_size in label_totals.items()
     }
     return argmax, by_threshold
 

@@ -196,11 +196,9 @@ def run_localize(
     from octopi.parallel import map_forked, usable_cpus
 
     counts: dict[str, dict[str, int]] = {}
-    refs = list(plan.refs)
-    pending = iter(refs)
 
-    def write(found: dict) -> None:
-        ref = next(pending)
+    def write(result: tuple[RunRef, dict]) -> None:
+        ref, found = result
         voxel_size = plan.voxel_sizes[ref.key]
         for name, picks in found.items():
             positions_angstrom_xyz = picks.centers_voxel[:, ::-1] * voxel_size
@@ -209,20 +207,20 @@ def run_localize(
         bar.update()
 
     n_workers = usable_cpus() if workers is None else workers
-    with tqdm(total=len(refs), desc="localize", unit="run", disable=not show_progress) as bar:
-        map_forked(_localize_run, plan, refs, n_workers, on_result=write)
+    with tqdm(total=len(plan.refs), desc="localize", unit="run", disable=not show_progress) as bar:
+        map_forked(_localize_run, plan, plan.refs, n_workers, on_result=write)
     return counts
 
 
-def _localize_run(plan: LocalizePlan, ref: RunRef) -> dict:
-    """Object name → ClassPicks of one run (nothing written)."""
+def _localize_run(plan: LocalizePlan, ref: RunRef) -> tuple[RunRef, dict]:
+    """``ref`` and its object name → ClassPicks (nothing written)."""
     from octopi.inference.localize import ClassPicks, localize, localize_channel
 
     projects, target = plan.projects, plan.seg_target
     voxel_size = plan.voxel_sizes[ref.key]
     if plan.source == "labels":
         segmentation = projects.load_segmentation(ref, voxel_size, target)
-        return localize(segmentation, plan.classes, voxel_size, plan.settings)
+        return ref, localize(segmentation, plan.classes, voxel_size, plan.settings)
     stored = projects.probability_channels(ref, voxel_size, target)
     settings = _run_settings(plan, projects.probability_calibration(ref, voxel_size, target))
     argmax = [c for c in plan.classes if c.name in (settings.argmax_classes or ())]
@@ -242,7 +240,7 @@ def _localize_run(plan: LocalizePlan, ref: RunRef) -> dict:
         labels = projects.load_segmentation(ref, voxel_size, target)
         of_labels = settings.model_copy(update={"per_class_threshold": None})
         found.update(localize(labels, argmax, voxel_size, of_labels))
-    return found
+    return ref, found
 
 
 def _run_settings(plan: LocalizePlan, calibration: dict[str, dict[str, float]]) -> LocalizeConfig:
