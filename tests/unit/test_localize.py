@@ -306,3 +306,17 @@ def test_bad_settings_raise():
         )
     with pytest.raises(ValueError, match="voxel_size"):
         localize(np.zeros((8, 8, 8), np.uint8), [APO], 0.0)
+
+
+def test_argmax_labels_slab_by_slab_equal_numpy_s_argmax():
+    """A few z-slices at a time (here 1 and 3 slices, and the whole volume; 7 slices do not
+    divide evenly): the labels of ``np.argmax`` over the channels, as uint8."""
+    from octopi.inference.localize import argmax_labels
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((5, 7, 6, 4)).astype(np.float16)
+    expected = np.argmax(probabilities, axis=0).astype(np.uint8)
+    for slab_voxels in (1, 3 * 6 * 4, 1 << 22):
+        labels = argmax_labels(probabilities, slab_voxels)
+        assert labels.dtype == np.uint8
+        np.testing.assert_array_equal(labels, expected)

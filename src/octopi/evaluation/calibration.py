@@ -35,6 +35,7 @@ from octopi.evaluation.scoring import ClassCounts, ScoreReport, match_points
 from octopi.inference.localize import (
     ClassPicks,
     LocalizeClass,
+    argmax_labels,
     class_min_size_fraction,
     localize_channel_min_sizes,
     localize_labels_min_sizes,
@@ -195,7 +196,7 @@ class _Grid:
             c.name: sorted({*grid_sizes, class_min_size_fraction(c.name, settings)}, reverse=True)
             for c in classes
         }
-        labels = {run: np.argmax(v, axis=0).astype(np.uint8) for run, v in probabilities.items()}
+        labels = {run: argmax_labels(volume) for run, volume in probabilities.items()}
         return cls(
             probabilities, matcher, classes, voxel_size_angstrom, settings, labels, label_sizes,
             thresholds=sorted(set(settings.calibration_thresholds), reverse=True),

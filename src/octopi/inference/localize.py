@@ -25,6 +25,7 @@ __all__ = [
     "ClassPicks",
     "LocalizeClass",
     "LocalizeConfig",
+    "argmax_labels",
     "class_min_size_fraction",
     "class_threshold",
     "localize",
@@ -89,9 +90,21 @@ def localize(
     }
     by_argmax = [cls for cls in classes if cls.name in argmax]
     if by_argmax:
-        labels = np.argmax(volume, axis=0).astype(np.uint8)
+        labels = argmax_labels(volume)
         found.update(_localize_labels(labels, by_argmax, voxel_size_angstrom, settings))
     return {cls.name: found[cls.name] for cls in classes}
+
+
+def argmax_labels(probabilities: np.ndarray, slab_voxels: int = 1 << 22) -> np.ndarray:
+    """(Z, Y, X) uint8 labels: the argmax over the channels of (C, Z, Y, X) probabilities
+    (C <= 256), a few z-slices (about ``slab_voxels`` voxels) at a time. ``np.argmax`` over the
+    first axis of the whole array copies it with that axis last and returns int64: 1.6 GB
+    more at CZII size (184×630×630, 7 float16 channels) instead of 0.15 GB."""
+    labels = np.empty(probabilities.shape[1:], dtype=np.uint8)
+    step = max(1, slab_voxels // max(1, math.prod(probabilities.shape[2:])))
+    for z in range(0, labels.shape[0], step):
+        labels[z : z + step] = np.argmax(probabilities[:, z : z + step], axis=0)
+    return labels
 
 
 def localize_channel(
