@@ -83,6 +83,10 @@ VARIANTS: dict[str, list[str]] = {
     "tversky_ce 32, lr 1.35e-3 (the published tool's mean rate)": [
         *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--lr", "1.35e-3"),
     ],
+    "tversky_ce 32, lr 1.35e-3, seed 2": [
+        *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--lr", "1.35e-3"),
+        *("--seed", "2"),
+    ],
 }
 
 

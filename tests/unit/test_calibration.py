@@ -214,7 +214,7 @@ def test_a_threshold_that_ties_the_argmax_is_kept():
 def test_workers_choose_exactly_what_one_process_chooses():
     """Two runs of smoothed noise with three classes (many thresholds give different blobs):
     the grid spread over forked workers gives the same calibration, counts and all, as one
-    process, and every task ran in a worker."""
+    process."""
     from scipy import ndimage as ndi
 
     from octopi.evaluation.calibration import calibrate_with_report
