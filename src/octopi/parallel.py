@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["map_forked", "usable_cpus"]
+__all__ = ["can_fork", "map_forked", "usable_cpus"]
 
 Context = TypeVar("Context")
 Item = TypeVar("Item")
