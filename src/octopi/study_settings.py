@@ -21,6 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from octopi.config import WorkflowConfig
+from octopi.config.history import with_settings_added_later
 from octopi.config_diff import Change, changes, listing
 from octopi.errors import InputError
 from octopi.io_utils import atomic_write_text
@@ -118,8 +119,11 @@ def started_settings(study_dir: str | Path) -> tuple[dict[str, Any], Path] | Non
 
 
 def _normalised(values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with this octopi's defaults filled in (a setting added in a later version is
-    not a change); as they are if this version cannot read them."""
+    """``values`` with the settings added since they were recorded filled in: with the
+    behaviour they had then where it differs from today's default
+    (:mod:`octopi.config.history`), else with this octopi's default (a setting added in a later
+    version is not a change); as they are if this version cannot read them."""
+    values = with_settings_added_later(values)
     try:
         return WorkflowConfig.model_validate(values).model_dump(mode="json")
     except ValidationError:

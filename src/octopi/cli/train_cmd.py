@@ -25,6 +25,7 @@ from octopi.config import (
     AttentionUnetConfig,
     LossConfig,
     LossName,
+    LrDecay,
     PickSpec,
     TrainingConfig,
     UnetConfig,
@@ -107,6 +108,10 @@ _TRAIN_OPTIONS = [
     click.option("--warmup-epochs", type=int,
                  help="Linear learning-rate warm-up, then cosine decay."
                  + default_help(TrainingConfig, "warmup_epochs")),
+    click.option("--lr-decay", type=click.Choice(get_args(LrDecay)),
+                 help="Learning-rate decay after the warm-up: a half cosine over the whole "
+                 "run (octopi 1.7.0's, ends above 0) or over the epochs left (ends at 0)."
+                 + default_help(TrainingConfig, "lr_decay")),
     click.option("--ema-decay", callback=_number_or_off(float),
                  help="EMA of the weights (validated and saved), or off."
                  + default_help(TrainingConfig, "ema_decay")),
@@ -256,6 +261,7 @@ def _training_config(values: dict) -> TrainingConfig:
                 "lr": values["lr"],
                 "weight_decay": values["weight_decay"],
                 "warmup_epochs": values["warmup_epochs"],
+                "lr_decay": values["lr_decay"],
                 "best_metric": values["best_metric"],
                 "ncache_tomos": ncache if ncache is not None else alias,
                 "background_ratio": values["background_ratio"],

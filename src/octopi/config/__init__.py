@@ -42,6 +42,7 @@ from octopi.config.stages import (
     LocalizeConfig,
     LossConfig,
     LossName,
+    LrDecay,
     Metric,
     SynthesizeConfig,
     TargetsConfig,
@@ -58,6 +59,7 @@ from octopi.config.workflow import (
 
 __all__ = [
     "AmpMode",
+    "LrDecay",
     "AttentionUnetConfig",
     "AugmentationConfig",
     "CZII_CLASS_WEIGHTS",

@@ -87,6 +87,7 @@ Metric = Annotated[
     str, Field(pattern=r"^(avg_f1|fBeta\d+(\.\d+)?)$"), AfterValidator(_positive_beta)
 ]
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
+LrDecay = Literal["cosine_over_run", "cosine_to_zero"]
 
 
 class TrainingConfig(Frozen):
@@ -107,6 +108,12 @@ class TrainingConfig(Frozen):
     weight_decay: float = Field(default=1e-4, ge=0.0, description="AdamW weight decay")
     warmup_epochs: int = Field(
         default=5, ge=0, description="epochs of linear learning-rate warm-up"
+    )
+    lr_decay: LrDecay = Field(
+        default="cosine_over_run",
+        description="learning-rate decay after the warm-up, a half cosine: `cosine_over_run` "
+        "lasts num_epochs (octopi 1.7.0's; training ends above 0), `cosine_to_zero` lasts the "
+        "epochs left after the warm-up and ends at 0",
     )
     ema_decay: float | None = Field(default=0.995, gt=0.0, lt=1.0, description="None → off")
     early_stopping_patience: int | None = Field(

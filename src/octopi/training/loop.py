@@ -59,7 +59,7 @@ class TrainingLoop:
             self.model.parameters(), lr=training.lr, weight_decay=training.weight_decay
         )
         self.schedule = WarmupCosineSchedule(
-            training.lr, training.warmup_epochs, training.num_epochs
+            training.lr, training.warmup_epochs, training.num_epochs, training.lr_decay
         )
         self.amp_dtype = autocast_dtype(device, training.amp)
         self.scaler = (

@@ -28,6 +28,7 @@ from octopi.config import (
     TrainingConfig,
     UnetConfig,
 )
+from octopi.config.history import with_settings_added_later
 from octopi.config_diff import config_differences, listing
 from octopi.data.copick_io import CopickDataError, CopickProjects
 from octopi.data.split import RunSplit, discover_runs, split_runs
@@ -288,7 +289,7 @@ def check_output_dir(output_dir: Path, resolved: dict) -> dict | None:
 
 
 def _refuse_if_different(output_dir: Path, source: Path, stored: dict, resolved: dict) -> None:
-    differences = config_differences(stored, resolved)
+    differences = config_differences(with_settings_added_later(stored), resolved)
     if not differences:
         return
     raise OutputExistsError(
