@@ -127,6 +127,11 @@ VARIANTS: dict[str, list[str]] = {
         *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--lr-decay", "cosine_over_run"),
         *("--seed", "2"),
     ],
+    # Particle classes balanced against each other by their voxels in each batch.
+    "tversky_balanced_ce 32": ["--loss", "tversky_balanced_ce", "--ce-foreground-weight", "32"],
+    "tversky_balanced_ce 32, seed 2": [
+        *("--loss", "tversky_balanced_ce", "--ce-foreground-weight", "32", "--seed", "2"),
+    ],
 }
 
 

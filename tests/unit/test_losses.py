@@ -141,3 +141,27 @@ def test_tversky_ce_is_the_sum_of_its_parts() -> None:
     assert float(both(logits, labels)) == pytest.approx(
         float(tversky(logits, labels)) + float(ce(logits, labels)), rel=1e-6
     )
+
+
+def test_balanced_ce_weighs_each_particle_class_by_its_inverse_voxel_count() -> None:
+    """Class 1 has 10 voxels, class 2 has 90, class 3 none: the particle weights are 32 times
+    the inverse-frequency weights of (10, 90, 0) (class 3 gets the smallest present one)."""
+    labels = torch.zeros((1, 1, 10, 10, 10), dtype=torch.long)
+    labels.view(-1)[:10] = 1
+    labels.view(-1)[10:100] = 2
+    logits = torch.randn((1, 4, 10, 10, 10), generator=torch.Generator().manual_seed(3))
+    settings = {"ce_foreground_weight": 32.0}
+    both = build_loss(LossConfig(name="tversky_balanced_ce", **settings))
+    tversky = build_loss(LossConfig(name="tversky", **settings))
+    particle = 32.0 * class_weights(torch.tensor([10.0, 90.0, 0.0]))
+    assert float(particle[0] / particle[1]) == pytest.approx(9.0)
+    weight = torch.cat([torch.ones(1), particle])
+    expected = float(tversky(logits, labels)) + float(
+        torch.nn.functional.cross_entropy(logits, labels[:, 0], weight=weight)
+    )
+    assert float(both(logits, labels)) == pytest.approx(expected, rel=1e-5)
+    # Equal counts: the same as tversky_ce.
+    equal = torch.zeros_like(labels)
+    equal.view(-1)[:30] = torch.arange(30) % 3 + 1
+    plain = build_loss(LossConfig(name="tversky_ce", **settings))
+    assert float(both(logits, equal)) == pytest.approx(float(plain(logits, equal)), rel=1e-5)

@@ -105,6 +105,7 @@ def test_sampled_values_and_base_settings_reach_the_training_config() -> None:
         ("weighted_focal_tversky", {"tversky_alpha", "focal_gamma"}),
         ("weighted_ce", {"ce_foreground_weight"}),
         ("tversky_ce", {"tversky_alpha", "ce_foreground_weight"}),
+        ("tversky_balanced_ce", {"tversky_alpha", "ce_foreground_weight"}),
     ],
 )
 def test_loss_parameters_are_conditional(loss: str, drawn: set[str]) -> None:
@@ -112,6 +113,19 @@ def test_loss_parameters_are_conditional(loss: str, drawn: set[str]) -> None:
     trial = study.ask()
     suggest(trial, "Unet", BASE, None, overrides={"loss": loss, "dim_in": 32, "batch_size": 2})
     assert {"tversky_alpha", "focal_gamma", "ce_foreground_weight"} & set(trial.params) == drawn
+
+
+def test_a_loss_added_later_is_searched_only_where_a_study_names_it() -> None:
+    """Optuna refuses a categorical whose choices change within a study: a study started before
+    tversky_balanced_ce existed must keep drawing from the same seven losses."""
+    loss = next(p for p in SEARCH_SPACE["all"] if p.name == "loss")
+    assert loss.choices == (
+        *("tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce"),
+        *("weighted_ce", "tversky_ce"),
+    )
+    assert "tversky_balanced_ce" not in loss.choices
+    named = parse_overrides("Unet", {"loss": ["tversky_ce", "tversky_balanced_ce"]})
+    assert named["loss"].choices == ("tversky_ce", "tversky_balanced_ce")
 
 
 def test_a_resumed_trial_gets_the_same_configs() -> None:

@@ -102,7 +102,8 @@ _TRAIN_OPTIONS = [
                  help="Segmentation loss." + default_help(LossConfig, "name")),
     click.option("--ce-foreground-weight", type=float,
                  help="Cross-entropy weight of particle classes (background 1; weighted_ce, "
-                 "tversky_ce)." + default_help(LossConfig, "ce_foreground_weight")),
+                 "tversky_ce, tversky_balanced_ce)."
+                 + default_help(LossConfig, "ce_foreground_weight")),
     click.option("--weight-decay", type=float,
                  help="AdamW weight decay." + default_help(TrainingConfig, "weight_decay")),
     click.option("--warmup-epochs", type=int,

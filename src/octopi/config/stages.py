@@ -27,6 +27,7 @@ LossName = Literal[
     "dice_ce",
     "weighted_ce",
     "tversky_ce",
+    "tversky_balanced_ce",
 ]
 """Every segmentation loss, by name (the one list: CLI choices and the search space use it)."""
 

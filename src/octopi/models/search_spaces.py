@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from octopi.config import LossName, canonical_model_type
+from octopi.config import canonical_model_type
 from octopi.errors import InputError
 from octopi.input_files import read_yaml_mapping
 from octopi.models.training_memory import MEMORY_FRACTION
@@ -50,12 +50,30 @@ def _number(value: float | None) -> str:
     return f"{value:g}" if value is not None else "?"
 
 
-TVERSKY_LOSSES = ("tversky", "focal_tversky", "weighted_focal_tversky", "tversky_ce")
+TVERSKY_LOSSES = (
+    "tversky",
+    "focal_tversky",
+    "weighted_focal_tversky",
+    "tversky_ce",
+    "tversky_balanced_ce",
+)
 """Losses that take ``tversky_alpha``."""
 FOCAL_LOSSES = ("focal", "focal_tversky", "weighted_focal_tversky")
 """Losses that take ``focal_gamma``."""
-CE_WEIGHTED_LOSSES = ("weighted_ce", "tversky_ce")
+CE_WEIGHTED_LOSSES = ("weighted_ce", "tversky_ce", "tversky_balanced_ce")
 """Losses that take ``ce_foreground_weight``."""
+SEARCHED_LOSSES = (
+    "tversky",
+    "focal_tversky",
+    "weighted_focal_tversky",
+    "focal",
+    "dice_ce",
+    "weighted_ce",
+    "tversky_ce",
+)
+"""The losses a study searches unless its ``search_space.yaml`` lists others. Fixed here, not
+every ``LossName``: Optuna refuses a categorical whose choices change within a study, so a loss
+added later (``tversky_balanced_ce``) would stop every study started before it."""
 
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("lr", "float", 1e-4, 3e-3, log=True, help="AdamW learning rate"),
@@ -72,7 +90,7 @@ COMMON_PARAMS: tuple[Param, ...] = (
         choices=(48, 64, 80, 96, 128, 160),
         help="crop edge (voxels); rounded up to a multiple of the network's downsampling",
     ),
-    Param("loss", "categorical", choices=get_args(LossName)),
+    Param("loss", "categorical", choices=SEARCHED_LOSSES),
     Param(
         "tversky_alpha",
         "float",

@@ -7,7 +7,8 @@ MONAI has the loss; the focal Tversky family is written here because MONAI has n
 class-weighted cross-entropy (``weighted_ce``, alone or added to Tversky as ``tversky_ce``)
 wraps torch's: particle voxels weigh ``ce_foreground_weight`` against background 1, as in the
 first-place CZII solution (weight 256), so that the few voxels of small and rare particles
-are not drowned by background.
+are not drowned by background; ``tversky_balanced_ce`` also balances the particle classes
+against each other by their voxel counts in each batch.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ def build_loss(config: LossConfig) -> torch.nn.Module:
     elif config.name == "tversky_ce":
         inner = SumOfLosses(
             _tversky(alpha, beta), WeightedCrossEntropyLoss(config.ce_foreground_weight)
+        )
+    elif config.name == "tversky_balanced_ce":
+        inner = SumOfLosses(
+            _tversky(alpha, beta),
+            WeightedCrossEntropyLoss(config.ce_foreground_weight, balance_particle_classes=True),
         )
     else:  # pragma: no cover - LossConfig's Literal rejects other names first
         raise ValueError(f"unknown loss {config.name!r}; choose one of {', '.join(LOSS_NAMES)}")
@@ -134,21 +140,32 @@ class FocalTverskyLoss(torch.nn.Module):
 class WeightedCrossEntropyLoss(torch.nn.Module):
     """Voxel-wise cross-entropy, background weight 1, every particle class ``foreground_weight``.
 
+    With ``balance_particle_classes``, the particle classes' weights are ``foreground_weight``
+    times the :func:`class_weights` of their voxel counts in the batch (mean 1 over the
+    particle classes): a class whose target balls are small (apo-ferritin: ~300 voxels at 10 Å
+    against a ribosome's ~4,800) weighs as much in all as a large one.
+
     The mean is weighted (torch's ``CrossEntropyLoss(weight=...)``): the sum of weighted voxel
     losses over the sum of the voxels' weights, so the loss stays on one scale whatever the
     share of particle voxels in a batch.
     """
 
-    def __init__(self, foreground_weight: float):
+    def __init__(self, foreground_weight: float, balance_particle_classes: bool = False):
         super().__init__()
         self.foreground_weight = float(foreground_weight)
+        self.balance_particle_classes = balance_particle_classes
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        n_classes = logits.shape[1]
+        targets = labels[:, 0].long()
         weight = torch.full(
-            (logits.shape[1],), self.foreground_weight, dtype=torch.float32, device=logits.device
+            (n_classes,), self.foreground_weight, dtype=torch.float32, device=logits.device
         )
+        if self.balance_particle_classes and n_classes > 1:
+            counts = torch.bincount(targets.flatten(), minlength=n_classes).float()
+            weight[1:] *= class_weights(counts[1:])
         weight[0] = 1.0
-        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 0].long(), weight=weight)
+        return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weight)
 
 
 class SumOfLosses(torch.nn.Module):
