@@ -44,7 +44,8 @@ class LossConfig(Frozen):
         default="tversky_ce",
         description="loss function; the default, Tversky plus cross-entropy with particle "
         "classes weighted 32, validated 0.36 F4 at 20 epochs on the hard preset against "
-        "Tversky alone 0.14 (docs/benchmarks.md, Training recipe)",
+        "Tversky alone 0.14, both with the old lr_decay cosine_to_zero; 0.41-0.44 with "
+        "cosine_over_run (docs/benchmarks.md, Training recipe)",
     )
     tversky_alpha: float = Field(default=0.3, gt=0.0, lt=1.0, description="false-positive weight")
     tversky_beta: float | None = Field(
