@@ -29,7 +29,8 @@ LossName = Literal[
     "tversky_ce",
     "tversky_balanced_ce",
 ]
-"""Every segmentation loss, by name (the one list: CLI choices and the search space use it)."""
+"""Every segmentation loss, by name (the one list: the CLI's choices use it; the search space
+draws from a fixed part of it, ``octopi.models.search_spaces.SEARCHED_LOSSES``)."""
 
 
 class LossConfig(Frozen):

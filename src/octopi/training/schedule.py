@@ -26,11 +26,12 @@ from typing import get_args
 import torch
 
 from octopi.config import LrDecay
+from octopi.config.history import SETTINGS_ADDED_LATER
 from octopi.errors import InputError
 
 LR_DECAYS: tuple[str, ...] = get_args(LrDecay)
 # Checkpoints written before the decay was a setting used this one.
-_DECAY_BEFORE_CHOICE = "cosine_to_zero"
+_DECAY_BEFORE_CHOICE = SETTINGS_ADDED_LATER["training.lr_decay"]
 
 
 class WarmupCosineSchedule:
