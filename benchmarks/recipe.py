@@ -63,7 +63,7 @@ VARIANTS: dict[str, list[str]] = {
         "256",
         *_COSINE_TO_ZERO,
     ],
-    "tversky_ce, weight 32 (the default loss)": [
+    "tversky_ce, weight 32": [
         *("--loss", "tversky_ce", "--ce-foreground-weight", "32"),
         *_COSINE_TO_ZERO,
     ],
@@ -120,7 +120,7 @@ VARIANTS: dict[str, list[str]] = {
         *_COSINE_TO_ZERO,
     ],
     # The published tool's shape at the default --lr: a cosine of num_epochs after the warm-up.
-    "tversky_ce 32, cosine over the run (the default now)": [
+    "tversky_ce 32, cosine over the run": [
         *("--loss", "tversky_ce", "--ce-foreground-weight", "32", "--lr-decay", "cosine_over_run"),
     ],
     "tversky_ce 32, cosine over the run, seed 2": [
@@ -128,9 +128,21 @@ VARIANTS: dict[str, list[str]] = {
         *("--seed", "2"),
     ],
     # Particle classes balanced against each other by their voxels in each batch.
-    "tversky_balanced_ce 32": ["--loss", "tversky_balanced_ce", "--ce-foreground-weight", "32"],
+    "tversky_balanced_ce 32": [
+        *("--loss", "tversky_balanced_ce", "--ce-foreground-weight", "32"),
+        *("--ce-class-balance", "1"),
+    ],
     "tversky_balanced_ce 32, seed 2": [
         *("--loss", "tversky_balanced_ce", "--ce-foreground-weight", "32", "--seed", "2"),
+        *("--ce-class-balance", "1"),
+    ],
+    "tversky_balanced_ce 32, balance 0.5 (the default now)": [
+        *("--loss", "tversky_balanced_ce", "--ce-foreground-weight", "32"),
+        *("--ce-class-balance", "0.5"),
+    ],
+    "tversky_balanced_ce 32, balance 0.5, seed 2": [
+        *("--loss", "tversky_balanced_ce", "--ce-foreground-weight", "32"),
+        *("--ce-class-balance", "0.5", "--seed", "2"),
     ],
 }
 

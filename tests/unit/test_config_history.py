@@ -3,6 +3,7 @@ behaviour (octopi.config.history), in a training's resume check and a study's se
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,17 @@ from octopi.training.plan import CONFIG_NAME, check_output_dir
 
 
 def test_old_values_are_filled_in_only_where_a_section_lacks_the_key() -> None:
-    record = {"training": {"lr": 0.001}, "data": {"configs": []}}
+    record = {"training": {"lr": 0.001, "loss": {"name": "tversky"}}, "data": {"configs": []}}
     filled = with_settings_added_later(record)
-    assert filled["training"] == {"lr": 0.001, "lr_decay": "cosine_to_zero"}
-    assert record == {"training": {"lr": 0.001}, "data": {"configs": []}}  # not changed
+    assert filled["training"] == {
+        "lr": 0.001,
+        "lr_decay": "cosine_to_zero",
+        "loss": {"name": "tversky", "ce_class_balance": 0.5},
+    }
+    assert record == {
+        "training": {"lr": 0.001, "loss": {"name": "tversky"}},
+        "data": {"configs": []},
+    }
     kept = {"training": {"lr_decay": "cosine_over_run"}}
     assert with_settings_added_later(kept) == kept
     assert with_settings_added_later({"data": {}}) == {"data": {}}  # no section: left absent
@@ -31,9 +39,14 @@ def test_every_listed_setting_exists_and_its_old_value_is_valid() -> None:
     config = WorkflowConfig.model_validate({"data": {"configs": [{"path": "/p/a.json"}]}})
     dumped = config.model_dump(mode="json")
     for dotted, old_value in SETTINGS_ADDED_LATER.items():
-        section, key = dotted.split(".")
-        assert key in dumped[section], dotted
-        WorkflowConfig.model_validate({**dumped, section: {**dumped[section], key: old_value}})
+        *sections, key = dotted.split(".")
+        record = copy.deepcopy(dumped)
+        section = record
+        for name in sections:
+            section = section[name]
+        assert key in section, dotted
+        section[key] = old_value
+        WorkflowConfig.model_validate(record)
 
 
 def _resolved(lr_decay: str) -> dict:

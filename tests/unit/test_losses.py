@@ -151,7 +151,7 @@ def test_balanced_ce_weighs_each_particle_class_by_its_inverse_voxel_count() -> 
     labels.view(-1)[10:100] = 2
     logits = torch.randn((1, 4, 10, 10, 10), generator=torch.Generator().manual_seed(3))
     settings = {"ce_foreground_weight": 32.0}
-    both = build_loss(LossConfig(name="tversky_balanced_ce", **settings))
+    both = build_loss(LossConfig(name="tversky_balanced_ce", ce_class_balance=1.0, **settings))
     tversky = build_loss(LossConfig(name="tversky", **settings))
     particle = 32.0 * class_weights(torch.tensor([10.0, 90.0, 0.0]))
     assert float(particle[0] / particle[1]) == pytest.approx(9.0)
@@ -160,6 +160,15 @@ def test_balanced_ce_weighs_each_particle_class_by_its_inverse_voxel_count() -> 
         torch.nn.functional.cross_entropy(logits, labels[:, 0], weight=weight)
     )
     assert float(both(logits, labels)) == pytest.approx(expected, rel=1e-5)
+    # Balance 0.5: the square roots of the weights, scaled to mean 1 (a ratio of 3, not 9).
+    half = build_loss(LossConfig(name="tversky_balanced_ce", ce_class_balance=0.5, **settings))
+    root = class_weights(torch.tensor([10.0, 90.0, 0.0])) ** 0.5
+    weight = torch.cat([torch.ones(1), 32.0 * root * (3 / root.sum())])
+    expected = float(tversky(logits, labels)) + float(
+        torch.nn.functional.cross_entropy(logits, labels[:, 0], weight=weight)
+    )
+    assert float(root[0] / root[1]) == pytest.approx(3.0)
+    assert float(half(logits, labels)) == pytest.approx(expected, rel=1e-5)
     # Equal counts: the same as tversky_ce.
     equal = torch.zeros_like(labels)
     equal.view(-1)[:30] = torch.arange(30) % 3 + 1

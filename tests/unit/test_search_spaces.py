@@ -105,14 +105,15 @@ def test_sampled_values_and_base_settings_reach_the_training_config() -> None:
         ("weighted_focal_tversky", {"tversky_alpha", "focal_gamma"}),
         ("weighted_ce", {"ce_foreground_weight"}),
         ("tversky_ce", {"tversky_alpha", "ce_foreground_weight"}),
-        ("tversky_balanced_ce", {"tversky_alpha", "ce_foreground_weight"}),
+        ("tversky_balanced_ce", {"tversky_alpha", "ce_foreground_weight", "ce_class_balance"}),
     ],
 )
 def test_loss_parameters_are_conditional(loss: str, drawn: set[str]) -> None:
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     suggest(trial, "Unet", BASE, None, overrides={"loss": loss, "dim_in": 32, "batch_size": 2})
-    assert {"tversky_alpha", "focal_gamma", "ce_foreground_weight"} & set(trial.params) == drawn
+    conditional = {"tversky_alpha", "focal_gamma", "ce_foreground_weight", "ce_class_balance"}
+    assert conditional & set(trial.params) == drawn
 
 
 def test_a_loss_added_later_is_searched_only_where_a_study_names_it() -> None:

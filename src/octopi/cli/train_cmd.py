@@ -104,6 +104,10 @@ _TRAIN_OPTIONS = [
                  help="Cross-entropy weight of particle classes (background 1; weighted_ce, "
                  "tversky_ce, tversky_balanced_ce)."
                  + default_help(LossConfig, "ce_foreground_weight")),
+    click.option("--ce-class-balance", type=float,
+                 help="tversky_balanced_ce: how far the particle classes are balanced by their "
+                 "voxels (1 fully, 0.5 by the square root)."
+                 + default_help(LossConfig, "ce_class_balance")),
     click.option("--weight-decay", type=float,
                  help="AdamW weight decay." + default_help(TrainingConfig, "weight_decay")),
     click.option("--warmup-epochs", type=int,
@@ -274,6 +278,7 @@ def _training_config(values: dict) -> TrainingConfig:
                     name=values["loss"],
                     tversky_alpha=values["tversky_alpha"],
                     ce_foreground_weight=values["ce_foreground_weight"],
+                    ce_class_balance=values["ce_class_balance"],
                 ),
             }.items()
             if value is not None

@@ -21,6 +21,9 @@ from typing import Any
 SETTINGS_ADDED_LATER: dict[str, Any] = {
     # Added 2026-12-04; before it, the rate fell to 0 over the epochs after the warm-up.
     "training.lr_decay": "cosine_to_zero",
+    # Added 2026-12-04 with tversky_balanced_ce, the one loss it acts in: no record without it
+    # used that loss, so its default is no change.
+    "training.loss.ce_class_balance": 0.5,
 }
 
 

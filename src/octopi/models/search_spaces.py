@@ -62,6 +62,8 @@ FOCAL_LOSSES = ("focal", "focal_tversky", "weighted_focal_tversky")
 """Losses that take ``focal_gamma``."""
 CE_WEIGHTED_LOSSES = ("weighted_ce", "tversky_ce", "tversky_balanced_ce")
 """Losses that take ``ce_foreground_weight``."""
+BALANCED_LOSSES = ("tversky_balanced_ce",)
+"""Losses that take ``ce_class_balance``."""
 SEARCHED_LOSSES = (
     "tversky",
     "focal_tversky",
@@ -108,6 +110,14 @@ COMMON_PARAMS: tuple[Param, ...] = (
         log=True,
         when="loss in " + "/".join(CE_WEIGHTED_LOSSES),
         help="particle-class cross-entropy weight against background 1",
+    ),
+    Param(
+        "ce_class_balance",
+        "float",
+        0.0,
+        1.0,
+        when="loss in " + "/".join(BALANCED_LOSSES),
+        help="power of the weights that balance the particle classes by their voxels",
     ),
     Param(
         "augmentation_strength",

@@ -31,6 +31,7 @@ from octopi.config import (
 )
 from octopi.models.registry import minimum_dim_in
 from octopi.models.search_spaces import (
+    BALANCED_LOSSES,
     CE_WEIGHTED_LOSSES,
     FOCAL_LOSSES,
     TVERSKY_LOSSES,
@@ -138,6 +139,8 @@ def _loss(draw: Draw) -> LossConfig:
         values["focal_gamma"] = draw("focal_gamma")
     if name in CE_WEIGHTED_LOSSES:
         values["ce_foreground_weight"] = draw("ce_foreground_weight")
+    if name in BALANCED_LOSSES:
+        values["ce_class_balance"] = draw("ce_class_balance")
     return LossConfig(**values)
 
 

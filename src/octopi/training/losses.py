@@ -57,7 +57,7 @@ def build_loss(config: LossConfig) -> torch.nn.Module:
     elif config.name == "tversky_balanced_ce":
         inner = SumOfLosses(
             _tversky(alpha, beta),
-            WeightedCrossEntropyLoss(config.ce_foreground_weight, balance_particle_classes=True),
+            WeightedCrossEntropyLoss(config.ce_foreground_weight, config.ce_class_balance),
         )
     else:  # pragma: no cover - LossConfig's Literal rejects other names first
         raise ValueError(f"unknown loss {config.name!r}; choose one of {', '.join(LOSS_NAMES)}")
@@ -140,20 +140,21 @@ class FocalTverskyLoss(torch.nn.Module):
 class WeightedCrossEntropyLoss(torch.nn.Module):
     """Voxel-wise cross-entropy, background weight 1, every particle class ``foreground_weight``.
 
-    With ``balance_particle_classes``, the particle classes' weights are ``foreground_weight``
-    times the :func:`class_weights` of their voxel counts in the batch (mean 1 over the
-    particle classes): a class whose target balls are small (apo-ferritin: ~300 voxels at 10 Å
-    against a ribosome's ~4,800) weighs as much in all as a large one.
+    With ``class_balance`` b > 0, the particle classes' weights are ``foreground_weight``
+    times the :func:`class_weights` of their voxel counts in the batch raised to b (then
+    scaled to mean 1 over the particle classes): at b = 1 a class whose target balls are small
+    (apo-ferritin: ~300 voxels at 10 Å against a ribosome's ~4,800) weighs as much in all as a
+    large one; at b = 0.5 by the square root of the ratio.
 
     The mean is weighted (torch's ``CrossEntropyLoss(weight=...)``): the sum of weighted voxel
     losses over the sum of the voxels' weights, so the loss stays on one scale whatever the
     share of particle voxels in a batch.
     """
 
-    def __init__(self, foreground_weight: float, balance_particle_classes: bool = False):
+    def __init__(self, foreground_weight: float, class_balance: float = 0.0):
         super().__init__()
         self.foreground_weight = float(foreground_weight)
-        self.balance_particle_classes = balance_particle_classes
+        self.class_balance = float(class_balance)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         n_classes = logits.shape[1]
@@ -161,9 +162,10 @@ class WeightedCrossEntropyLoss(torch.nn.Module):
         weight = torch.full(
             (n_classes,), self.foreground_weight, dtype=torch.float32, device=logits.device
         )
-        if self.balance_particle_classes and n_classes > 1:
+        if self.class_balance and n_classes > 1:
             counts = torch.bincount(targets.flatten(), minlength=n_classes).float()
-            weight[1:] *= class_weights(counts[1:])
+            balance = class_weights(counts[1:]) ** self.class_balance
+            weight[1:] *= balance * (len(balance) / balance.sum())
         weight[0] = 1.0
         return torch.nn.functional.cross_entropy(logits.float(), targets, weight=weight)
 
