@@ -61,8 +61,8 @@ class LossConfig(Frozen):
         default=32.0,
         ge=1.0,
         description="cross-entropy weight of every particle class against background 1 "
-        "(weighted_ce, tversky_ce; the first-place CZII solution used 256, which validated "
-        "lower here than 8 or 32)",
+        "(weighted_ce, tversky_ce, tversky_balanced_ce; the first-place CZII solution used "
+        "256, which validated lower here than 8 or 32)",
     )
     ce_class_balance: float = Field(
         default=0.5,
