@@ -1,5 +1,6 @@
 """MONAI without its import-everything start-up: what octopi uses works, the rest is not
-loaded, and MONAI's own walk function is left as it was."""
+loaded (nor the packages MONAI imports only for features octopi does not use), and MONAI's own
+functions are left as they were."""
 
 from __future__ import annotations
 
@@ -28,13 +29,45 @@ print(json.dumps({
     "walk": monai.utils.module.load_submodules.__module__,
     "walk_reexported": monai.utils.load_submodules is monai.utils.module.load_submodules,
     "modules": sorted(name for name in sys.modules if name.startswith("monai")),
+    "optional_import": monai.utils.module.optional_import.__module__,
+    "optional_import_reexported": monai.utils.optional_import is monai.utils.module.optional_import,
+    "loaded": sorted(n for n in DEFERRED if type(sys.modules.get(n)).__name__ == "module"),
+}))
+"""
+DEFERRED = ["pandas", "matplotlib.pyplot", "scipy.signal", "scipy.stats", "sklearn.metrics"]
+DEFERRED += ["skimage.morphology"]
+_PROBE = _PROBE.replace("import json, sys", f"import json, sys\nDEFERRED = {DEFERRED!r}", 1)
+
+# Each deferred object works once used: a function called, a class in isinstance, a module
+# whose attribute is read, pyplot imported plainly; and MONAI's optional_import called after
+# the import gives the real module again.
+_USE_DEFERRED = """
+import json, sys
+import numpy as np
+from octopi.models.monai_import import Deferred, import_monai
+import_monai()
+import monai.data.ultrasound_confidence_map as confidence_map
+import monai.data.utils as data_utils
+import monai.utils.profiling as profiling
+from monai.utils import optional_import
+deferred = [type(confidence_map.hilbert) is Deferred, type(data_utils.DataFrame) is Deferred]
+import pandas
+import matplotlib.pyplot as plt
+late, found = optional_import("scipy.signal", name="hilbert")
+print(json.dumps({
+    "deferred": deferred,
+    "hilbert": confidence_map.hilbert(np.ones(4)).shape[0],
+    "isinstance": isinstance(pandas.DataFrame(), data_utils.DataFrame),
+    "attribute": profiling.pd.DataFrame is pandas.DataFrame,
+    "pyplot": callable(plt.figure),
+    "late": [type(late).__name__, found],
 }))
 """
 
 
-def _probe() -> dict:
+def _probe(code: str = _PROBE) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -50,12 +83,23 @@ def test_what_octopi_uses_works_and_the_rest_is_not_loaded() -> None:
     for untouched in ("monai.auto3dseg", "monai.bundle", "monai.fl", "monai.visualize"):
         assert untouched not in modules
     assert len(modules) < 330, len(modules)  # about 250 against about 430 after import monai
+    assert found["loaded"] == []  # each imported by MONAI's modules without the deferral
 
 
-def test_the_walk_function_is_monais_own_again() -> None:
+def test_what_monai_imports_for_other_features_loads_when_used() -> None:
+    found = _probe(_USE_DEFERRED)
+    assert found["deferred"] == [True, True]
+    assert found["hilbert"] == 4
+    assert found["isinstance"] and found["attribute"] and found["pyplot"]
+    assert found["late"] == ["function", True]  # after import_monai: MONAI's own behaviour
+
+
+def test_the_walk_and_optional_import_functions_are_monais_own_again() -> None:
     found = _probe()
     assert found["walk"] == "monai.utils.module"
     assert found["walk_reexported"]
+    assert found["optional_import"] == "monai.utils.module"
+    assert found["optional_import_reexported"]
 
 
 def test_after_a_plain_import_monai_it_changes_nothing() -> None:
