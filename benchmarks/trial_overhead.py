@@ -102,6 +102,7 @@ def run_study(work: Path, trials: int) -> tuple[Path, dict]:
         "--tomo-alg", "wbp", "--target-info", "targets,octopi,1", "--data-split", "0.67,0.17",
         "--num-trials", str(trials), "--num-epochs", "1", "--val-interval", "1",
         "--pruner", "none", "--study-name", "overhead", "--output", str(study),
+        "--cpu-trials", "1",  # one at a time: each trial's overhead without a neighbour
     ]  # fmt: skip
     result = run_measured(argv, log_path=work / "logs" / "model-explore.log")
     if not result.ok:

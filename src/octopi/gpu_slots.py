@@ -145,8 +145,11 @@ def _write_pid(fd: int) -> None:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
-def _try_lock(lock_dir: Path, candidates: list[str]) -> tuple[str, FileLock] | None:
-    """(gpu_id, held lock) for the first GPU not locked by anyone, else None.
+def _try_lock(
+    lock_dir: Path, candidates: list[str], prefix: str = "gpu"
+) -> tuple[str, FileLock] | None:
+    """(gpu_id, held lock) for the first GPU not locked by anyone, else None; the lock file
+    is ``<prefix><id>.lock`` (:mod:`octopi.cpu_slots` locks CPU shares so).
 
     filelock's FileLock takes an flock (not lockf): two locks conflict even inside one
     process, and the lock goes with the process when it dies. The file is created readable
@@ -156,7 +159,7 @@ def _try_lock(lock_dir: Path, candidates: list[str]) -> tuple[str, FileLock] | N
     for gpu_id in candidates:
         safe = "".join(c if c.isalnum() or c in "-." else "_" for c in gpu_id)
         lock = FileLock(
-            lock_dir / f"gpu{safe}.lock",
+            lock_dir / f"{prefix}{safe}.lock",
             mode=0o666,
             thread_local=False,
             fallback_to_soft=False,

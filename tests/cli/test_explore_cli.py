@@ -13,9 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from octopi import gpu_slots, workflow_runner
+from octopi import gpu_slots, parallel, workflow_runner
 from octopi.cli import main
 from octopi.config import WorkflowConfig
+from octopi.cpu_slots import CPU_TRIALS_ENV
 
 REFERENCE_FLAGS = [
     "--config",
@@ -41,6 +42,7 @@ REFERENCE_FLAGS = [
     "--gpus",
     "--resume",
 ]
+OUR_FLAGS = ["--cpu-trials"]
 
 
 def explore(*args: object) -> Result:
@@ -61,7 +63,7 @@ def study_config(study: Path) -> WorkflowConfig:
 def test_help_has_every_flag_of_the_reference_guide() -> None:
     result = CliRunner().invoke(main, ["model-explore", "--help"])
     assert result.exit_code == 0, result.output
-    for flag in REFERENCE_FLAGS:
+    for flag in REFERENCE_FLAGS + OUR_FLAGS:
         assert f"{flag} " in result.output, flag
     assert "explore_results]" in result.output  # the default --output
 
@@ -70,6 +72,7 @@ def test_writes_the_study_config_and_runs_snakemake_there(
     snakemake_calls, copick_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 2)
     result = explore(
         "--config", "copick.json", "--tomo-alg", "denoised,wbp", "--data-split", "0.7,0.1",
         "--model-type", "mednext", "--num-epochs", "20", "--val-interval", "5",
@@ -94,8 +97,11 @@ def test_writes_the_study_config_and_runs_snakemake_there(
     assert args[args.index("--snakefile") + 1] == str(root / "Snakefile")
     assert args[args.index("--configfile") + 1] == str(study / "config.yaml")
     assert args[args.index("--workflow-profile") + 1] == str(root / "profiles" / "default")
-    assert args[args.index("--resources") + 1] == "gpu=1"  # CPU only: one trial at a time
-    assert "--dry-run" not in args and env is None
+    # CPU only (2 cores): two trials at once, one core each.
+    assert args[args.index("--resources") + 1] == "gpu=2"
+    assert args[args.index("--set-threads") + 1] == "trial=1"
+    assert env[CPU_TRIALS_ENV] == "2" and "CUDA_VISIBLE_DEVICES" not in env
+    assert "--dry-run" not in args
     assert report[report.index("--report") + 1] == str(study / "report.html")
     # Where to look while it runs.
     assert f"optuna-dashboard {study / 'optuna.journal'}" in result.output
@@ -188,14 +194,36 @@ def test_gpus_beyond_the_machine_are_refused(
     snakemake_calls, copick_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(gpu_slots, "list_gpus", lambda environ=None: ["0", "1"])
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 8)
     base = ["--config", copick_config, "--output", tmp_path / "s", "--dry-run"]
     assert_fails(explore(*base, "--gpus", "3"), "--gpus 3", "2 GPU(s)")
+    assert_fails(explore(*base, "--cpu-trials", "0"), "--cpu-trials", "1 or more")
     assert explore(*base, "--gpus", "2").exit_code == 0
     assert explore(*base).exit_code == 0  # default: every GPU
-    assert explore(*base, "--gpus", "0").exit_code == 0  # CPU only
+    assert explore(*base, "--gpus", "0").exit_code == 0  # CPU only: 2 trials, 4 cores each
+    assert explore(*base, "--gpus", "0", "--cpu-trials", "3").exit_code == 0
+    assert explore(*base, "--gpus", "0", "--cpu-trials", "20").exit_code == 0  # 8 cores: 8
     resources = [args[args.index("--resources") + 1] for args, _ in snakemake_calls]
-    assert resources == ["gpu=2", "gpu=2", "gpu=1"]
-    assert snakemake_calls[-1][1]["CUDA_VISIBLE_DEVICES"] == ""
+    assert resources == ["gpu=2", "gpu=2", "gpu=2", "gpu=3", "gpu=8"]
+    threads = [args[args.index("--set-threads") + 1] for args, _ in snakemake_calls[2:]]
+    assert threads == ["trial=4", "trial=2", "trial=1"]
+    assert all("--set-threads" not in args for args, _ in snakemake_calls[:2])  # on GPUs
+    assert [env[CPU_TRIALS_ENV] for _, env in snakemake_calls[2:]] == ["2", "3", "8"]
+    assert {env["CUDA_VISIBLE_DEVICES"] for _, env in snakemake_calls[2:]} == {""}
+    assert all(CPU_TRIALS_ENV not in env for _, env in snakemake_calls[:2])
+
+
+def test_cpu_trials_on_a_one_core_machine_run_one_at_a_time(
+    snakemake_calls, copick_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: 1)
+    base = ["--config", copick_config, "--output", tmp_path / "s", "--dry-run"]
+    assert explore(*base).exit_code == 0
+    assert explore(*base, "--cpu-trials", "2").exit_code == 0
+    for args, env in snakemake_calls:
+        assert args[args.index("--resources") + 1] == "gpu=1"
+        assert args[args.index("--set-threads") + 1] == "trial=1"
+        assert env[CPU_TRIALS_ENV] == "1"
 
 
 def test_resume_unlocks_then_reruns_incomplete_jobs(

@@ -8,6 +8,7 @@ select the best model again.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -33,21 +34,32 @@ def _epochs_done(trial_dir: Path) -> int:
     return max(0, len(epochs.read_text().strip().splitlines()) - 1)
 
 
-def _wait_for_kill_point(study: Path, process: subprocess.Popen, log: Path) -> tuple[set, int]:
-    """Wait until one trial finished and another has checkpointed epoch >= 1 but not finished.
+def _job_done(study: Path, slot: int) -> bool:
+    """Whether Snakemake recorded slot ``slot``'s job as done (its metadata record, named by
+    the URL-safe base64 of the output path). Trials run two at a time on the CPU, so a trial
+    may have written result.json while its job is not over yet: a kill then leaves the job
+    incomplete, and the rerun writes result.json again from the finished Optuna trial."""
+    name = base64.urlsafe_b64encode(f"trials/{slot}/result.json".encode()).decode()
+    return (study / ".snakemake" / "metadata" / name).is_file()
 
-    Returns (finished slots, slot in progress).
+
+def _wait_for_kill_point(study: Path, process: subprocess.Popen, log: Path) -> tuple[set, int]:
+    """Wait until one trial's job is done and another has checkpointed epoch >= 1 but not
+    finished.
+
+    Returns (slots whose jobs are done, slot in progress).
     """
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"the study ended before it could be killed:\n{log.read_text()[-4000:]}")
-        finished = {int(p.parent.name) for p in study.glob("trials/*/result.json")}
+        written = {int(p.parent.name) for p in study.glob("trials/*/result.json")}
+        finished = {slot for slot in written if _job_done(study, slot)}
         running = [
             int(d.name)
             for d in study.glob("trials/*")
             if d.is_dir()
-            and int(d.name) not in finished
+            and int(d.name) not in written
             and (d / "checkpoint.pt").is_file()
             and 1 <= _epochs_done(d) < NUM_EPOCHS
         ]

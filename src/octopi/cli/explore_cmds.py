@@ -94,26 +94,36 @@ def _check_copick_configs(config: WorkflowConfig) -> None:
         )
 
 
-def _plan_gpus(gpus: int | None, cluster: bool) -> tuple[int | None, dict[str, str] | None]:
-    """(``--resources gpu=N`` value, environment for Snakemake) of a local run."""
+def _plan_local_trials(
+    gpus: int | None, cpu_trials: int | None, cluster: bool
+) -> tuple[int | None, dict[str, str] | None, list[str]]:
+    """(``--resources gpu=N`` value, environment for Snakemake, more Snakemake arguments) of
+    a local run: one trial per GPU, or on the CPU (no GPU, or ``--gpus 0``) ``--cpu-trials``
+    trials at once, each on its share of the cores (:mod:`octopi.cpu_slots`)."""
+    from octopi.cpu_slots import CPU_TRIALS_ENV, default_cpu_trials
     from octopi.gpu_slots import list_gpus
+    from octopi.parallel import usable_cpus
 
     if cluster:
-        if gpus is not None:
-            click.echo("note: --gpus applies to local runs; the cluster assigns GPUs per job")
-        return None, None
+        for flag, value in (("--gpus", gpus), ("--cpu-trials", cpu_trials)):
+            if value is not None:
+                click.echo(f"note: {flag} applies to local runs; the cluster assigns devices")
+        return None, None, []
     present = list_gpus()
-    if gpus is None:
-        return max(1, len(present)), None
-    if gpus > len(present):
+    if gpus is not None and gpus > len(present):
         raise click.ClickException(
             f"--gpus {gpus}: this machine has {len(present)} GPU(s) "
             f"({', '.join(present) or 'nvidia-smi lists none'}); give at most {len(present)}"
             + (" or 0 to train on the CPU" if not present else "")
         )
-    if gpus == 0:  # CPU only, one trial at a time
-        return 1, {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return gpus, None
+    if present and gpus != 0:
+        return (len(present) if gpus is None else gpus), None, []
+    cores = usable_cpus()
+    trials = max(1, min(cores, default_cpu_trials(cores) if cpu_trials is None else cpu_trials))
+    env = {**os.environ, CPU_TRIALS_ENV: str(trials)}
+    if gpus == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return trials, env, ["--set-threads", f"trial={max(1, cores // trials)}"]
 
 
 def _resolve_profile(profile: str | None) -> tuple[str | None, str | None]:
@@ -297,7 +307,13 @@ def _recover(study_dir: Path, executor: str | None) -> None:
 @click.option(
     "--gpus",
     type=int,
-    help="Trials at once, one GPU each (local).  [default: every GPU; 1 on a CPU-only machine]",
+    help="Trials at once, one GPU each (local; 0: train on the CPU).  [default: every GPU]",
+)
+@click.option(
+    "--cpu-trials",
+    type=int,
+    help="Trials at once where they train on the CPU (no GPU, or --gpus 0), each on its own "
+    "share of the cores (local).  [default: 2, or 1 on a 1-core machine]",
 )
 @click.option(
     "--resume",
@@ -307,7 +323,7 @@ def _recover(study_dir: Path, executor: str | None) -> None:
 )
 @friendly_errors
 def model_explore(
-    configs, output, study_config, profile, dry_run, jobs, gpus, resume, **flags
+    configs, output, study_config, profile, dry_run, jobs, gpus, cpu_trials, resume, **flags
 ) -> None:
     """Search architectures and hyperparameters with Optuna: one Snakemake job per trial.
 
@@ -320,6 +336,8 @@ def model_explore(
 
     if gpus is not None and gpus < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--gpus")
+    if cpu_trials is not None and cpu_trials < 1:
+        raise click.BadParameter("must be 1 or more", param_hint="--cpu-trials")
     study_dir = Path(output).expanduser().resolve()
     existing_path = study_dir / runner.STUDY_CONFIG
     existing = runner.load_study_config(existing_path) if existing_path.is_file() else None
@@ -328,13 +346,13 @@ def model_explore(
     check_unchanged(study_dir, config)  # a started study keeps its settings
     _check_copick_configs(config)
     profile_arg, executor = _resolve_profile(profile)
-    gpu_slots, env = _plan_gpus(gpus, executor is not None)
+    gpu_slots, env, extra = _plan_local_trials(gpus, cpu_trials, executor is not None)
 
     common = {"profile": profile_arg, "jobs": jobs, "gpu_slots": gpu_slots}
     tracking = StudyTracking(study_dir, config.tracking, executor is not None)
     if dry_run:
         _print_monitoring(study_dir, config, tracking)
-        _dry_run(study_dir, config, env, rerun_incomplete=resume, **common)
+        _dry_run(study_dir, config, env, rerun_incomplete=resume, extra=extra, **common)
         return
     cluster_args = prepare_cluster_run(profile_arg, executor)  # before anything is written
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -346,7 +364,9 @@ def model_explore(
     env = tracking.environment(env)
     if resume:
         runner.run_snakemake(runner.snakemake_args(study_dir, extra=["--unlock"]), env)
-    args = runner.snakemake_args(study_dir, rerun_incomplete=resume, extra=cluster_args, **common)
+    args = runner.snakemake_args(
+        study_dir, rerun_incomplete=resume, extra=[*extra, *cluster_args], **common
+    )
     with study_heartbeat(study_dir, config, executor, profile_arg):
         status = runner.run_snakemake(args, env)
     _check_status(status, study_dir)

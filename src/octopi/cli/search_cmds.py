@@ -92,6 +92,7 @@ def explore_trial(
 ):  # fmt: skip
     """Run one trial slot of a model-exploration study (resumes; a finished slot is a no-op)."""
     start = time.perf_counter()
+    from octopi.cpu_slots import claim_cpu_share
     from octopi.errors import MissingInputError
     from octopi.gpu_slots import claim_gpu
     from octopi.models.search_spaces import load_overrides
@@ -104,10 +105,12 @@ def explore_trial(
         if not search_space.is_file():
             raise MissingInputError(f"--search-space {search_space} not found")
         overrides = load_overrides(search_space)
-    # Locally each running trial takes its own GPU (under Slurm the job already has one).
+    # Locally each running trial takes its own GPU (under Slurm the job already has one); on
+    # the CPU, with several trials at once, its own share of the cores.
     gpu_claim = claim_gpu() if device is None else nullcontext()
+    warning_seconds = workflow.trial_resources.warning_seconds
     try:
-        with gpu_claim, stop_on_signals_then_exit(workflow.trial_resources.warning_seconds):
+        with gpu_claim, claim_cpu_share(), stop_on_signals_then_exit(warning_seconds):
             result = run_trial_slot(
                 study_dir,
                 slot,

@@ -186,7 +186,10 @@ def _run_trial(
     """Train the attempt's trial, tell Optuna how it ended, write ``result.json`` last."""
     import torch._dynamo  # noqa: F401  (a torch optimizer imports it when created)
 
+    from octopi.runtime import configure_threads
     from octopi.training.trainer import train_model
+
+    configure_threads()  # the cores this process may use (a CPU share: octopi.cpu_slots)
 
     workflow, trial, slot, folder = attempt.workflow, attempt.trial, attempt.slot, attempt.folder
     search, metric = workflow.search, workflow.training.best_metric
