@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import optuna
 import pytest
 from optuna.trial import FixedTrial
@@ -10,6 +12,7 @@ from octopi.config import (
     MODEL_TYPES,
     CopickSource,
     DataConfig,
+    LossName,
     TrainingConfig,
     WorkflowConfig,
 )
@@ -116,17 +119,42 @@ def test_loss_parameters_are_conditional(loss: str, drawn: set[str]) -> None:
     assert conditional & set(trial.params) == drawn
 
 
-def test_a_loss_added_later_is_searched_only_where_a_study_names_it() -> None:
-    """Optuna refuses a categorical whose choices change within a study: a study started before
-    tversky_balanced_ce existed must keep drawing from the same seven losses."""
+def test_a_study_searches_every_loss_unless_it_names_some() -> None:
     loss = next(p for p in SEARCH_SPACE["all"] if p.name == "loss")
-    assert loss.choices == (
-        *("tversky", "focal_tversky", "weighted_focal_tversky", "focal", "dice_ce"),
-        *("weighted_ce", "tversky_ce"),
-    )
-    assert "tversky_balanced_ce" not in loss.choices
+    assert set(loss.choices) == set(get_args(LossName))
+    assert "tversky_balanced_ce" in loss.choices
     named = parse_overrides("Unet", {"loss": ["tversky_ce", "tversky_balanced_ce"]})
     assert named["loss"].choices == ("tversky_ce", "tversky_balanced_ce")
+
+
+def test_a_study_keeps_the_categorical_choices_it_started_with(caplog) -> None:
+    """An octopi release that grows a default list of choices (a family, a loss) must not stop
+    the studies started before it: Optuna refuses changed choices within a study, so the later
+    trials draw from the choices of the first."""
+    from octopi.models.search_spaces import Param
+    from octopi.models.trial_sampling import _draw
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    before = Param("loss", "categorical", choices=("tversky", "dice_ce"))
+    grown = Param("loss", "categorical", choices=("tversky", "dice_ce", "tversky_balanced_ce"))
+    first = study.ask()
+    _draw(first, before)
+    study.tell(first, 0.5)
+    with pytest.raises(ValueError, match="dynamic value space"):  # what the guard avoids
+        study.ask().suggest_categorical("loss", list(grown.choices))
+    drawn = set()
+    for _ in range(8):
+        trial = study.ask()
+        drawn.add(_draw(trial, grown))
+        assert list(trial.distributions["loss"].choices) == ["tversky", "dice_ce"]
+        study.tell(trial, 0.5)
+    assert drawn <= {"tversky", "dice_ce"}
+    assert "keeps them" in caplog.text and "tversky_balanced_ce" in caplog.text
+    # A new study searches the grown list; a FixedTrial (no study) takes the choices given.
+    fresh = optuna.create_study().ask()
+    _draw(fresh, grown)
+    assert len(fresh.distributions["loss"].choices) == 3
+    assert _draw(FixedTrial({"loss": "tversky_balanced_ce"}), grown) == "tversky_balanced_ce"
 
 
 def test_a_resumed_trial_gets_the_same_configs() -> None:

@@ -29,8 +29,8 @@ LossName = Literal[
     "tversky_ce",
     "tversky_balanced_ce",
 ]
-"""Every segmentation loss, by name (the one list: the CLI's choices use it; the search space
-draws from a fixed part of it, ``octopi.models.search_spaces.SEARCHED_LOSSES``)."""
+"""Every segmentation loss, by name (the one list: the CLI's choices and the search space's
+``octopi.models.search_spaces.SEARCHED_LOSSES`` use it)."""
 
 
 class LossConfig(Frozen):

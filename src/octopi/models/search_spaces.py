@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from octopi.config import canonical_model_type
+from octopi.config import LossName, canonical_model_type
 from octopi.errors import InputError
 from octopi.input_files import read_yaml_mapping
 from octopi.models.training_memory import MEMORY_FRACTION
@@ -64,18 +64,10 @@ CE_WEIGHTED_LOSSES = ("weighted_ce", "tversky_ce", "tversky_balanced_ce")
 """Losses that take ``ce_foreground_weight``."""
 BALANCED_LOSSES = ("tversky_balanced_ce",)
 """Losses that take ``ce_class_balance``."""
-SEARCHED_LOSSES = (
-    "tversky",
-    "focal_tversky",
-    "weighted_focal_tversky",
-    "focal",
-    "dice_ce",
-    "weighted_ce",
-    "tversky_ce",
-)
-"""The losses a study searches unless its ``search_space.yaml`` lists others. Fixed here, not
-every ``LossName``: Optuna refuses a categorical whose choices change within a study, so a loss
-added later (``tversky_balanced_ce``) would stop every study started before it."""
+SEARCHED_LOSSES: tuple[str, ...] = get_args(LossName)
+"""The losses a study searches unless its ``search_space.yaml`` lists others: every one. A
+study started before a loss existed keeps the choices it started with
+(:func:`octopi.models.trial_sampling.started_choices`)."""
 
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("lr", "float", 1e-4, 3e-3, log=True, help="AdamW learning rate"),

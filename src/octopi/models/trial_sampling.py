@@ -11,6 +11,7 @@ attrs; :func:`suggest` never raises for memory.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,13 +46,48 @@ from octopi.models.training_memory import (
     largest_batch,
 )
 
+log = logging.getLogger(__name__)
+
 
 def _draw(trial: Any, param: Param) -> Any:
     if param.kind == "categorical":
-        return trial.suggest_categorical(param.name, list(param.choices))
+        return trial.suggest_categorical(param.name, started_choices(trial, param))
     if param.kind == "int":
         return trial.suggest_int(param.name, int(param.low), int(param.high), log=param.log)
     return trial.suggest_float(param.name, float(param.low), float(param.high), log=param.log)
+
+
+def started_choices(trial: Any, param: Param) -> list[Any]:
+    """The choices of categorical ``param`` that ``trial``'s study drew from first, else
+    ``param.choices``.
+
+    Optuna refuses a categorical whose choices change within a study ("does not support
+    dynamic value space"), so an octopi release that adds a choice to a default list of
+    :data:`~octopi.models.search_spaces.SEARCH_SPACE` (a model family, a loss) would stop every
+    study started before it. A study keeps the choices it started with; the new ones are
+    searched by new studies. (Choices from ``search_space.yaml`` cannot change within a study:
+    its overrides are part of the study's identity.)
+    """
+    choices = list(param.choices)
+    study = getattr(trial, "study", None)
+    if study is None:  # e.g. optuna.trial.FixedTrial
+        return choices
+    for past in study.get_trials(deepcopy=False):
+        started = past.distributions.get(param.name)
+        if started is None or not hasattr(started, "choices"):
+            continue
+        started = list(started.choices)
+        if started != choices:
+            log.warning(
+                "%s: this study started with the choices %s and keeps them (Optuna cannot "
+                "change a categorical's choices within a study); %s are searched by a new "
+                "study",
+                param.name,
+                started,
+                choices,
+            )
+        return started
+    return choices
 
 
 # --------------------------------------------------------------------------- architectures
