@@ -180,7 +180,7 @@ def plan_in_process(args: Sequence[str], env: Mapping[str, str]) -> int:
 
     A dry run only plans, so it needs none of what the subprocess of :func:`run_snakemake`
     gives (signals, a head record), and in this process it skips a second interpreter and the
-    imports it shares with octopi (pydantic, the config models, YAML): 0.3-0.5 s of a 1.7 s
+    imports it shares with octopi (pydantic, the config models, YAML): 0.5-0.7 s of a 2.2 s
     200-trial plan on a 2-core machine (``python -m benchmarks dry-run``). The working folder
     (Snakemake changes into ``--directory``) and the environment are restored afterwards.
     """

@@ -199,7 +199,8 @@ def test_gpus_beyond_the_machine_are_refused(
     assert_fails(explore(*base, "--gpus", "3"), "--gpus 3", "2 GPU(s)")
     assert_fails(explore(*base, "--cpu-trials", "0"), "--cpu-trials", "1 or more")
     assert explore(*base, "--gpus", "2").exit_code == 0
-    assert explore(*base).exit_code == 0  # default: every GPU
+    result = explore(*base, "--cpu-trials", "2")  # default: every GPU
+    assert result.exit_code == 0 and "--cpu-trials applies where" in result.output
     assert explore(*base, "--gpus", "0").exit_code == 0  # CPU only: 2 trials, 4 cores each
     assert explore(*base, "--gpus", "0", "--cpu-trials", "3").exit_code == 0
     assert explore(*base, "--gpus", "0", "--cpu-trials", "20").exit_code == 0  # 8 cores: 8

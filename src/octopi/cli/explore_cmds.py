@@ -117,6 +117,8 @@ def _plan_local_trials(
             + (" or 0 to train on the CPU" if not present else "")
         )
     if present and gpus != 0:
+        if cpu_trials is not None:
+            click.echo("note: --cpu-trials applies where trials train on the CPU (--gpus 0)")
         return (len(present) if gpus is None else gpus), None, []
     cores = usable_cpus()
     trials = max(1, min(cores, default_cpu_trials(cores) if cpu_trials is None else cpu_trials))
