@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
         "config", "io_utils", "input_files", "config_diff", "runtime", "gpu_slots",
         "slurm_jobs", "cluster_check", "study_monitor", "tracking_calls",
     },
-    {"models", "data", "tracking", "workflow_runner"},
+    {"models", "data", "tracking", "workflow_runner", "cpu_slots"},
     {"inference", "tracking_server", "study_settings", "snakemake_profiles"},
     {"evaluation", "study_tracking"},
     {"training"},
