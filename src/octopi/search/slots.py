@@ -175,6 +175,19 @@ class _Phases(dict):
         return self[name]
 
 
+def _load_trainer() -> Any:
+    """The trainer, with torch and the ``torch._dynamo`` that a torch optimizer imports when
+    created; torch's threads set to the cores this process may use (a CPU share of
+    :mod:`octopi.cpu_slots` where trials share the CPU)."""
+    import torch._dynamo  # noqa: F401
+
+    from octopi.runtime import configure_threads
+    from octopi.training.trainer import train_model
+
+    configure_threads()
+    return train_model
+
+
 def _run_trial(
     attempt: _Attempt,
     tracking_uri: str | None,
@@ -184,13 +197,7 @@ def _run_trial(
     memory_bytes: int | None,
 ) -> SlotResult:
     """Train the attempt's trial, tell Optuna how it ended, write ``result.json`` last."""
-    import torch._dynamo  # noqa: F401  (a torch optimizer imports it when created)
-
-    from octopi.runtime import configure_threads
-    from octopi.training.trainer import train_model
-
-    configure_threads()  # the cores this process may use (a CPU share: octopi.cpu_slots)
-
+    train_model = _load_trainer()
     workflow, trial, slot, folder = attempt.workflow, attempt.trial, attempt.slot, attempt.folder
     search, metric = workflow.search, workflow.training.best_metric
     phases = attempt.phases
