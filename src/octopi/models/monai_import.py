@@ -99,7 +99,6 @@ def _deferring(optional_import: Any, active: threading.Event) -> Any:
             return Deferred(module, name), True
         return optional_import(module, *args, **kwargs)
 
-    deferring_optional_import.__wrapped__ = optional_import
     return deferring_optional_import
 
 
@@ -129,6 +128,7 @@ class _WalkSwitch(importlib.abc.MetaPathFinder):
 
     def __init__(self) -> None:
         self.original = None
+        self.original_optional_import = None
         self.deferring = threading.Event()
 
     def find_spec(self, name, path, target=None):
@@ -144,9 +144,11 @@ class _WalkSwitch(importlib.abc.MetaPathFinder):
             self.original = getattr(module, "load_submodules", None)
             if self.original is not None:
                 module.load_submodules = _skip_walk
-                optional_import = getattr(module, "optional_import", None)
-                if optional_import is not None:
-                    module.optional_import = _deferring(optional_import, self.deferring)
+                self.original_optional_import = getattr(module, "optional_import", None)
+                if self.original_optional_import is not None:
+                    module.optional_import = _deferring(
+                        self.original_optional_import, self.deferring
+                    )
                     self.deferring.set()
 
         spec.loader.exec_module = exec_module
@@ -167,10 +169,7 @@ def import_monai() -> None:
             import monai  # noqa: F401
         finally:
             sys.meta_path.remove(switch)
-            if switch.original is not None:
-                walk = sys.modules[_WALK_MODULE]
-                walk.load_submodules = switch.original
-                sys.modules["monai.utils"].load_submodules = switch.original
+            _restore("load_submodules", switch.original)
         try:
             import monai.apps  # noqa: F401  (the end from which MONAI's import cycle resolves)
             import monai.data.utils  # noqa: F401
@@ -179,17 +178,17 @@ def import_monai() -> None:
         finally:
             sys.meta_path.remove(lazy)
             switch.deferring.clear()
-            _restore_optional_import()
+            _restore("optional_import", switch.original_optional_import)
 
 
-def _restore_optional_import() -> None:
-    """MONAI's own ``optional_import`` again, where the deferring one replaced it."""
+def _restore(name: str, original: Any) -> None:
+    """MONAI's own function ``name`` again in ``monai.utils.module`` and in ``monai.utils``
+    (which re-exports it), where a stand-in replaced it (``original`` None: none did)."""
     walk = sys.modules.get(_WALK_MODULE)
-    deferring = getattr(walk, "optional_import", None)
-    original = getattr(deferring, "__wrapped__", None)
-    if original is None:
+    if original is None or walk is None:
         return
-    walk.optional_import = original
+    stand_in = getattr(walk, name, None)
+    setattr(walk, name, original)
     utils = sys.modules.get("monai.utils")
-    if utils is not None and getattr(utils, "optional_import", None) is deferring:
-        utils.optional_import = original
+    if utils is not None and getattr(utils, name, None) is stand_in:
+        setattr(utils, name, original)
