@@ -82,7 +82,7 @@ def test_synthesize_targets_discover_split_end_to_end(tmp_path: Path) -> None:
     resolved = yaml.safe_load((tmp_path / "targets" / "create-targets_config.yaml").read_text())
     assert resolved["command"] == "create-targets"
     assert resolved["target"] == {"name": "targets", "user_id": "octopi", "session_id": "1"}
-    assert resolved["voxel_size_angstrom"] == 30.0 and resolved["radius_fraction"] == 0.7
+    assert resolved["voxel_size_angstrom"] == 30.0 and resolved["radius_fraction"] == 0.5
     counts = json.loads((tmp_path / "targets" / "targets.json").read_text())
     assert sorted(counts) == ["TS_0", "TS_1", "TS_2", "TS_3"]
 

@@ -66,7 +66,7 @@ def test_changed_settings_leave_out_the_mutable_ones_and_new_defaults() -> None:
         "create_targets: None → {'configs': [{'path': '/p/a.json', 'session_name': None}], "
         "'voxel_size_angstrom': 10.0, 'target': {'name': 'targets', 'user_id': 'octopi', "
         "'session_id': '1'}, 'picks': {'user_id': 'curation', 'session_id': '0'}, "
-        "'objects': None, 'radius_fraction': 0.7, 'run_ids': None}",
+        "'objects': None, 'radius_fraction': 0.5, 'run_ids': None}",
         "localize.min_size_fraction: 0.05 → 0.2",
     ]
     # A record from a version without a setting: its default is no change.

@@ -204,7 +204,7 @@ class LocalizeConfig(Frozen):
     score_threshold: probability input only; voxels with p >= threshold are foreground.
     min_size_fraction / max_size_fraction: a region is kept only if its voxel count lies within
         [min, max] × the sphere volume of the particle radius (max None: no upper bound). Target
-        balls drawn at 0.7 of the radius fill 0.34 of the sphere.
+        balls drawn at 0.5 of the radius (the default) fill 0.125 of the sphere, at 0.7 0.34.
     min_separation_fraction: two picks of one class are at least this × radius apart; the lower
         scoring pick is dropped.
     per_class_threshold: class name → threshold, overriding score_threshold.
@@ -343,7 +343,11 @@ class TargetsConfig(Frozen):
     picks: PickSpec = Field(default=PickSpec(), description="picks to read")
     objects: list[str] | None = Field(default=None, description="None → every particle object")
     radius_fraction: float = Field(
-        default=0.7, gt=0.0, le=1.5, description="ball radius / particle radius (published: 0.7)"
+        default=0.5,
+        gt=0.0,
+        le=1.5,
+        description="ball radius / particle radius (published: 0.7; 0.5 measured better on "
+        "crowded data: docs/benchmarks.md, training recipe)",
     )
     run_ids: list[str] | None = Field(default=None, description="runs to process; null → all")
 
