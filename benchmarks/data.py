@@ -18,8 +18,8 @@ Segmentation targets (training only, on every run of ``train/``):
   own pipeline would make from the same picks.
 
 Everything is built once per data description and reused (a ``data.json`` stamp holds the
-description; a different description rebuilds). Building is atomic per project (our
-``synthesize`` writes to a temporary folder and renames it into place).
+description and our default target radius; a different one rebuilds). Building is atomic per
+project (our ``synthesize`` writes to a temporary folder and renames it into place).
 """
 
 from __future__ import annotations
@@ -94,6 +94,16 @@ class BenchData:
         }
 
 
+def _our_target_settings() -> dict:
+    """What our targets depend on besides the picks: our default ball radius (× the particle
+    radius). A stamp without it was made at 0.7, the default until 2026-12-04; data made at
+    another default is rebuilt, so a suite never trains on targets of an older default."""
+    from octopi.config import TargetsConfig
+
+    fraction = TargetsConfig.model_fields["radius_fraction"].default
+    return {} if fraction == 0.7 else {"our_radius_fraction": fraction}
+
+
 def _shape_arg(shape: tuple[int, int, int]) -> str:
     return ",".join(str(n) for n in shape)
 
@@ -111,7 +121,7 @@ def build(
     """Build (or reuse) the two projects and both tools' targets under ``root`` (our targets
     alone when not ``published_targets``: then the published tool need not be installed)."""
     stamp = root / "data.json"
-    wanted = {"spec": spec.stamp(), "format": 1}
+    wanted = {"spec": spec.stamp(), "format": 1, **_our_target_settings()}
     n_total = spec.train_runs + 1
     runs = [f"TS_{i}" for i in range(n_total)]
     data = dict(

@@ -56,3 +56,17 @@ def test_with_preset_renames_the_suite() -> None:
     hard = with_preset(quick, "hard")
     assert hard.name == "quick-hard" and hard.data.preset == "hard"
     assert hard.data.train_shape == quick.data.train_shape
+
+
+def test_data_made_with_another_target_radius_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
+    """Targets drawn at an older default radius (0.7, stamps without the key) are not reused."""
+    spec = data.DataSpec(1, (16, 24, 24), 1, (16, 24, 24), preset="hard")
+    _fake_build(tmp_path, monkeypatch, spec)
+    assert _fake_build(tmp_path, monkeypatch, spec) == []  # same description: reused
+    stamp_path = tmp_path / "data" / "data.json"
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp["wanted"]["our_radius_fraction"] == 0.5
+    del stamp["wanted"]["our_radius_fraction"]  # as written before the default was 0.5
+    stamp_path.write_text(json.dumps(stamp))
+    calls = _fake_build(tmp_path, monkeypatch, spec)
+    assert sum("create-targets" in argv for argv in calls) == 1
