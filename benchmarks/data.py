@@ -96,12 +96,11 @@ class BenchData:
 
 def _our_target_settings() -> dict:
     """What our targets depend on besides the picks: our default ball radius (× the particle
-    radius). A stamp without it was made at 0.7, the default until 2026-12-04; data made at
+    radius; stamps without it were made at 0.7, the default until 2026-12-04). Data made at
     another default is rebuilt, so a suite never trains on targets of an older default."""
     from octopi.config import TargetsConfig
 
-    fraction = TargetsConfig.model_fields["radius_fraction"].default
-    return {} if fraction == 0.7 else {"our_radius_fraction": fraction}
+    return {"our_radius_fraction": TargetsConfig.model_fields["radius_fraction"].default}
 
 
 def _shape_arg(shape: tuple[int, int, int]) -> str:
