@@ -169,8 +169,7 @@ def prepare(work: Path) -> Path:
         [] if config.exists() else [ours.synthesize(project, 6, SHAPE, SEED) + ["--preset", "hard"]]
     )
     for session, fraction in TARGET_SESSIONS.items():
-        made = project / "data" / "ExperimentRuns" / TRAIN_RUNS[0] / "Segmentations"
-        if not (made / f"10.000_octopi_{session}_targets-multilabel.zarr").exists():
+        if not config.exists() or not _has_targets(config, session):
             steps.append(
                 ours.create_targets(config)
                 + ["--target-info", f"targets,octopi,{session}", "--radius-fraction", str(fraction)]
@@ -180,6 +179,16 @@ def prepare(work: Path) -> Path:
         if not result.ok:
             raise RuntimeError(f"{' '.join(argv)} failed; see {result.log}")
     return config
+
+
+def _has_targets(config: Path, session: str) -> bool:
+    """Whether the tuning project's first training run holds target set ``session``."""
+    from octopi.config import CopickSource, TargetSpec
+    from octopi.data.copick_io import CopickProjects
+
+    projects = CopickProjects([CopickSource(path=config)])
+    target = TargetSpec(name="targets", user_id="octopi", session_id=session)
+    return projects.has_segmentation(projects.resolve(TRAIN_RUNS[0]), 10.0, target)
 
 
 def train_argv(config: Path, output: Path, extra: list[str]) -> list[str]:
