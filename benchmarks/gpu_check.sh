@@ -3,6 +3,11 @@
 #
 #   bash benchmarks/gpu_check.sh                  # from a checkout of the repository
 #   GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh  # rehearsal on a CPU: toy sizes, no GPU needed
+#   GPU_CHECK_PYTHON=python3 bash benchmarks/gpu_check.sh  # a Python that has CUDA torch already
+#
+# GPU_CHECK_PYTHON: the Python to use instead of .venv/bin/python (which `make install` makes):
+# e.g. a cluster's module or container Python with a CUDA build of torch, our other dependencies
+# importable (PYTHONPATH may add them and this checkout's src/). Nothing is installed then.
 #
 # Steps, each under `timeout`, all within GPU_CHECK_BUDGET seconds (default 460; dry run 900),
 # GPU_CHECK_BENCH_MIN of them (default 240) kept for step 4:
@@ -35,7 +40,7 @@ else
     PUBLISHED_INSTALL_CAP=240
 fi
 BENCH_MIN=${GPU_CHECK_BENCH_MIN:-240} # seconds kept for the benchmark after the tests
-PY=.venv/bin/python
+PY=${GPU_CHECK_PYTHON:-.venv/bin/python}
 STAMP=$(date +%Y%m%d-%H%M%S)
 WORK=benchmarks/work/gpu-check/$STAMP
 RESULTS=benchmarks/results
@@ -84,7 +89,7 @@ step() {
 # write_summary: the summary JSON; fails when it lists problems (see benchmarks/gpu_check.py).
 write_summary() {
     local rc=0
-    [[ -x $PY ]] || return 1
+    command -v "$PY" >/dev/null || return 1
     timeout 60 "$PY" -m benchmarks.gpu_check summary --steps "$STEPS" --env "$WORK/env.json" \
         --tests "$WORK/gpu-tests.xml" --results "$RESULT_FILE" --started "$STARTED" \
         --budget "$BUDGET" --out "$SUMMARY" "${ALLOW_SKIPPED[@]}" || rc=$?
@@ -119,7 +124,10 @@ else
     die "nvidia-smi not found: run this on a machine with an NVIDIA GPU and its driver"
 fi
 
-if [[ ! -x $PY ]]; then
+if [[ -n ${GPU_CHECK_PYTHON:-} ]]; then
+    command -v "$PY" >/dev/null || die "GPU_CHECK_PYTHON=$PY: no such program"
+    record install "skipped (GPU_CHECK_PYTHON)" 0
+elif [[ ! -x $PY ]]; then
     step install "$(limit 300 180)" make install TORCH_BACKEND=auto ||
         die "make install TORCH_BACKEND=auto failed (see above)"
 fi

@@ -31,6 +31,12 @@ CPU_LAUNCHER = BENCH_DIR / "published_cpu_launcher.py"
 TOMO_URI = "wbp@10.0"
 
 
+# The published venv must not see our checkout: a PYTHONPATH that puts our src/ first (as
+# GPU_CHECK_PYTHON setups do) would make its ``octopi`` import ours. Every command run in it
+# starts with this.
+CLEAN_ENV = ["env", "-u", "PYTHONPATH"]
+
+
 def env_python() -> Path:
     return ENV_DIR / "bin" / "python"
 
@@ -44,7 +50,7 @@ def ensure_env(*, quiet: bool = True) -> dict:
     start = time.perf_counter()
     if not env_python().exists():
         subprocess.run([sys.executable, "-m", "venv", str(ENV_DIR)], check=True)
-    pip = [str(env_python()), "-m", "pip", "install", "--disable-pip-version-check"]
+    pip = [*CLEAN_ENV, str(env_python()), "-m", "pip", "install", "--disable-pip-version-check"]
     if quiet:
         pip.append("--quiet")
     subprocess.run([*pip, f"torch=={TORCH_VERSION}"], check=True)
@@ -61,7 +67,9 @@ def versions() -> dict[str, str]:
         "import json, importlib.metadata as m; "
         "print(json.dumps({p: m.version(p) for p in ('octopi', 'torch', 'monai', 'copick')}))"
     )
-    proc = subprocess.run([str(env_python()), "-c", code], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*CLEAN_ENV, str(env_python()), "-c", code], capture_output=True, text=True
+    )
     return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
 
 
@@ -80,8 +88,8 @@ def octopi(*, needs_gpu: bool = False) -> list[str]:
     :mod:`benchmarks.published_cpu_launcher` for exactly what the launcher changes.
     """
     if needs_gpu and not gpu_present():
-        return [str(env_python()), str(CPU_LAUNCHER)]
-    return [str(ENV_DIR / "bin" / "octopi")]
+        return [*CLEAN_ENV, str(env_python()), str(CPU_LAUNCHER)]
+    return [*CLEAN_ENV, str(ENV_DIR / "bin" / "octopi")]
 
 
 def create_targets(config: Path) -> list[str]:

@@ -242,3 +242,33 @@ def test_the_script_is_executable_bash_that_parses() -> None:
     assert SCRIPT.read_text().startswith("#!/usr/bin/env bash\n")
     assert "set -euo pipefail" in SCRIPT.read_text()
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+
+
+def test_published_commands_run_without_our_pythonpath(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PYTHONPATH that puts our src/ first (GPU_CHECK_PYTHON setups) must not reach the
+    published venv, whose ``octopi`` would then import ours."""
+    from benchmarks import published
+
+    env_dir = tmp_path / "octopi-1.7.0"
+    (env_dir / "bin").mkdir(parents=True)
+    for name in ("octopi", "python"):  # both report the PYTHONPATH they were started with
+        fake = env_dir / "bin" / name
+        fake.write_text('#!/bin/sh\necho "PYTHONPATH=[${PYTHONPATH:-}]"\n')
+        fake.chmod(0o755)
+    monkeypatch.setattr(published, "ENV_DIR", env_dir)
+    monkeypatch.setattr(published, "gpu_present", lambda: False)
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "src"))
+    for argv in (published.octopi(), published.octopi(needs_gpu=True)):
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        assert out.strip() == "PYTHONPATH=[]", argv
+
+
+def test_the_script_refuses_a_gpu_check_python_that_does_not_exist(tmp_path: Path) -> None:
+    env = {**os.environ, "GPU_CHECK_DRY": "1", "GPU_CHECK_PYTHON": str(tmp_path / "no-python")}
+    proc = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert f"GPU_CHECK_PYTHON={tmp_path / 'no-python'}: no such program" in proc.stderr
