@@ -48,10 +48,23 @@ def machine() -> dict:
 
 
 def our_versions() -> dict:
-    """Versions of our package and its main dependencies in this venv."""
+    """Versions of our package and its main dependencies in this Python. Each is looked up on
+    its own: a package imported from a checkout (``src/`` on ``PYTHONPATH``, as
+    ``GPU_CHECK_PYTHON`` setups do) has no installed metadata, so its module's
+    ``__version__`` answers; one that is missing reads ``"missing"``."""
     code = (
-        "import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
-        "('octopi-workflow', 'torch', 'monai', 'copick', 'snakemake')}))"
+        "import importlib, importlib.metadata as m, json\n"
+        "def version(dist, module):\n"
+        "    try:\n"
+        "        return m.version(dist)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        try:\n"
+        "            return getattr(importlib.import_module(module), '__version__', '?')\n"
+        "        except ImportError:\n"
+        "            return 'missing'\n"
+        "print(json.dumps({d: version(d, mod) for d, mod in (('octopi-workflow', 'octopi'), "
+        "('torch', 'torch'), ('monai', 'monai'), ('copick', 'copick'), "
+        "('snakemake', 'snakemake'))}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     return json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-500:]}

@@ -272,3 +272,21 @@ def test_the_script_refuses_a_gpu_check_python_that_does_not_exist(tmp_path: Pat
     )
     assert proc.returncode == 1
     assert f"GPU_CHECK_PYTHON={tmp_path / 'no-python'}: no such program" in proc.stderr
+
+
+def test_our_versions_come_from_a_checkout_on_pythonpath_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With src/ on PYTHONPATH and nothing installed (``-S``: no site-packages), our version
+    comes from the module and a missing package says so; before, one missing package blanked
+    them all and the report read ``octopi-workflow ?, torch ?``."""
+    import octopi
+    from benchmarks import machine_info
+
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={REPO / "src"} exec {sys.executable} -S "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setattr(machine_info.sys, "executable", str(python))
+    versions = machine_info.our_versions()
+    assert versions["octopi-workflow"] == octopi.__version__
+    assert versions["torch"] == versions["monai"] == "missing"
