@@ -78,3 +78,42 @@ def test_out_of_order_or_incomplete_planes_are_refused(tiny_project_copy):
             projects.write_segmentation(ref, 20.0, TARGET, planes.argmax(0).astype(np.uint8),
                                         probabilities=writer)  # fmt: skip
     assert hidden(project, project.run_names[0]) == []
+
+
+class _FailingChannel:
+    """Stands in for the zarr array: writes of ``channel`` from plane ``first`` on fail as on a
+    full disk."""
+
+    def __init__(self, array, channel: int, first: int):
+        self.array, self.channel, self.first = array, channel, first
+
+    def __setitem__(self, key, value) -> None:
+        if key[0] == self.channel and key[1].start >= self.first:
+            raise OSError(28, "No space left on device")
+        self.array[key] = value
+
+
+@pytest.mark.parametrize("failure", ["first row", "last row", "missing planes"])
+def test_a_failed_probability_write_keeps_the_old_segmentation(tiny_project_copy, failure):
+    """Planes are written by background threads: their failure surfaces before the old
+    segmentation is replaced, so labels and probabilities stay the old ones, nothing hidden."""
+    project = tiny_project_copy
+    projects = CopickProjects([project.source])
+    ref = projects.resolve(project.run_names[0])
+    shape = project.shape_zyx
+    old = random_probabilities(shape, seed=4)
+    write(projects, ref, shape, old, 8)
+    new = random_probabilities(shape, seed=5)
+    writer = projects.probability_writer(ref, 20.0, TARGET, CHANNELS, (3, *shape))
+    if failure != "missing planes":  # the tiny project's 32 planes are two rows of chunks
+        writer._array = _FailingChannel(writer._array, 2, first=0 if failure == "first row" else 16)
+    planes = shape[0] - 3 if failure == "missing planes" else shape[0]
+    error = ValueError if failure == "missing planes" else OSError
+    with writer, pytest.raises(error):  # from a later write() or from write_segmentation
+        writer.write(0, new[:, :planes])
+        projects.write_segmentation(ref, 20.0, TARGET, new.argmax(0).astype(np.uint8),
+                                    probabilities=writer)  # fmt: skip
+    assert hidden(project, project.run_names[0]) == []
+    labels = projects.load_segmentation(ref, 20.0, TARGET)
+    np.testing.assert_array_equal(labels, old.argmax(0))
+    np.testing.assert_array_equal(projects.load_probability(ref, 20.0, TARGET, "ribosome"), old[2])

@@ -267,7 +267,10 @@ class CopickProjects:
         probabilities: ProbabilityWriter | None = None,
     ) -> None:
         """Write (Z, Y, X) integer labels as a copick segmentation, replacing an older one (and
-        its probabilities); ``probabilities`` (of :meth:`probability_writer`) go in with them."""
+        its probabilities); ``probabilities`` (of :meth:`probability_writer`) go in with them.
+        Their last writes are awaited first: if one failed, the older segmentation stays."""
+        if probabilities is not None:
+            probabilities.finish()
         run = self._run(ref)
         for old in self._segmentations(ref, voxel_size_angstrom, target):
             old.delete()  # not a write into the old store, which could mix old chunks
