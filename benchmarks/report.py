@@ -270,14 +270,22 @@ def _footnotes(results: dict, machine: dict, plot: str | None) -> list[str]:
     lines: list[str] = []
     loads = [x for x in _loads(results) if isinstance(x, int | float)]
     if loads:
+        cores = machine.get("cores")
+        busy = isinstance(cores, int) and max(loads) > cores
+        meaning = (
+            "above the core count: other work competed for the CPU and wall times stretch"
+            if busy
+            else "at most the core count"
+        )
         lines += [
             "",
             f"1-minute load average during the measurements: {min(loads):.1f}–{max(loads):.1f} "
-            f"on {machine.get('cores', '?')} cores (above the core count, other work competed "
-            "for the CPU and wall times stretch; CPU seconds per step are in the JSON).",
+            f"on {cores or '?'} cores ({meaning}; CPU seconds per step are in the JSON).",
         ]
     install = results.get("published_install", {})
-    if install:
+    if install.get("from"):  # benchmarks/gpu_check_offline.sh: carried, not installed here
+        lines += ["", f"octopi 1.7.0's packages were carried in `{install['from']}`."]
+    elif install:
         cached = " (cached from an earlier run)" if install.get("cached") else ""
         lines += [
             "",

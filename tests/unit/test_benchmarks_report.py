@@ -200,3 +200,20 @@ def test_plot_is_written(tmp_path: Path, results: dict) -> None:
     path = tmp_path / "img" / "f4.png"
     assert report.plot_f4_vs_time(results, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_load_footnote_says_whether_the_cores_were_oversubscribed(results: dict) -> None:
+    """It read 'above the core count' at a load of 3 on 16 cores (the GPU check's report)."""
+    machine = {"cores": 16}
+    quiet = report._footnotes({"step": {"load_average": [0.6, 3.1]}}, machine, None)
+    busy = report._footnotes({"step": {"load_average": [9.0, 17.5]}}, machine, None)
+    assert "at most the core count" in "\n".join(quiet) and "above" not in "\n".join(quiet)
+    assert "above the core count: other work competed" in "\n".join(busy)
+
+
+def test_a_carried_published_environment_is_not_reported_as_an_install(results: dict) -> None:
+    carried = {"published_install": {"install_seconds": 0, "from": "x.tar.xz", "cached": True}}
+    lines = "\n".join(report._footnotes(carried, {"cores": 16}, None))
+    assert "carried in `x.tar.xz`" in lines and "One-time install" not in lines
+    installed = "\n".join(report._footnotes(results, results["machine"], None))
+    assert "One-time install of octopi 1.7.0" in installed and "300 s" in installed
