@@ -20,8 +20,9 @@ multilabel segmentation (it reads ``0``); the probabilities come and go with it.
 The writer streams into a hidden store beside the segmentation (a name starting with ``.``,
 which copick does not list) and moves it into place once the labels are written, so a killed
 job never leaves probabilities that look complete. Each full row of chunks (16 planes) is
-compressed and written by background threads while the next planes are predicted: on a GPU
-the writes, about 40 % of a CZII-size tomogram's segmentation, overlap the network.
+compressed and written by background threads while the next planes are predicted, so that on
+a GPU the writes (1.8 s of 4.3 s per CZII-size tomogram on an H200 when they were serial) can
+overlap the network.
 """
 
 from __future__ import annotations
