@@ -33,6 +33,17 @@ def write(projects, ref, shape, probabilities, step: int) -> None:
         projects.write_segmentation(ref, 20.0, TARGET, labels, probabilities=writer)
 
 
+def with_old_segmentation(project, seed: int):
+    """(projects, ref, shape, old probabilities) of the tiny project's first run, with a
+    segmentation and its probabilities already written from ``old``."""
+    projects = CopickProjects([project.source])
+    ref = projects.resolve(project.run_names[0])
+    shape = project.shape_zyx
+    old = random_probabilities(shape, seed=seed)
+    write(projects, ref, shape, old, 8)
+    return projects, ref, shape, old
+
+
 @pytest.mark.parametrize("step", [1, 5, 16, 40])
 def test_planes_streamed_in_any_steps_read_back_exactly(tiny_project_copy, step):
     project = tiny_project_copy
@@ -50,11 +61,7 @@ def test_planes_streamed_in_any_steps_read_back_exactly(tiny_project_copy, step)
 
 def test_a_failed_segmentation_keeps_the_old_one_and_leaves_nothing(tiny_project_copy):
     project = tiny_project_copy
-    projects = CopickProjects([project.source])
-    ref = projects.resolve(project.run_names[0])
-    shape = project.shape_zyx
-    old = random_probabilities(shape, seed=1)
-    write(projects, ref, shape, old, 8)
+    projects, ref, shape, old = with_old_segmentation(project, seed=1)
     writer = projects.probability_writer(ref, 20.0, TARGET, CHANNELS, (3, *shape))
     with pytest.raises(RuntimeError), writer:
         writer.write(0, random_probabilities(shape, seed=2)[:, :20])
@@ -98,11 +105,7 @@ def test_a_failed_probability_write_keeps_the_old_segmentation(tiny_project_copy
     """Planes are written by background threads: their failure surfaces before the old
     segmentation is replaced, so labels and probabilities stay the old ones, nothing hidden."""
     project = tiny_project_copy
-    projects = CopickProjects([project.source])
-    ref = projects.resolve(project.run_names[0])
-    shape = project.shape_zyx
-    old = random_probabilities(shape, seed=4)
-    write(projects, ref, shape, old, 8)
+    projects, ref, shape, old = with_old_segmentation(project, seed=4)
     new = random_probabilities(shape, seed=5)
     writer = projects.probability_writer(ref, 20.0, TARGET, CHANNELS, (3, *shape))
     if failure != "missing planes":  # the tiny project's 32 planes are two rows of chunks
