@@ -5,6 +5,7 @@ functions are left as they were."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -110,3 +111,38 @@ def test_after_a_plain_import_monai_it_changes_nothing() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_transformers_and_torchvision_where_installed_are_deferred(tmp_path) -> None:
+    """GPU images often have both; TransCheX imported transformers' BERT at import time (2.9 s
+    of 5.6 s for MONAI in such a Python). Stand-in packages (they record being imported, and
+    TransCheX's BertConfig resolves to them when used) show that neither is imported any more."""
+    for package in ("transformers", "torchvision"):
+        folder = tmp_path / package
+        folder.mkdir()
+        (folder / "__init__.py").write_text(
+            "import os\nopen(os.environ['IMPORTED'], 'a').write(__name__ + '\\n')\n"
+            "class BertConfig:\n    pass\n"
+        )
+    imported = tmp_path / "imported.txt"
+    imported.touch()
+    code = (
+        "import json, sys\n"
+        "from octopi.models.monai_import import Deferred, import_monai\n"
+        "import_monai()\n"
+        "import monai.networks.nets.transchex as transchex\n"
+        "before = open(sys.argv[1]).read().split()\n"
+        "deferred = type(transchex.BertConfig) is Deferred\n"
+        "config = transchex.BertConfig()\n"
+        "print(json.dumps({'before': before, 'deferred': deferred,\n"
+        "                  'used': type(config).__module__}))\n"
+    )
+    env = {**os.environ, "IMPORTED": str(imported)}
+    env["PYTHONPATH"] = f"{tmp_path}:{env.get('PYTHONPATH', '')}"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(imported)],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout  # fmt: skip
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["before"] == []  # neither imported by import_monai
+    assert found["deferred"] and found["used"] == "transformers"  # imported once used

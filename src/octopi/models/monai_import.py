@@ -15,14 +15,16 @@ resolves from that end. Where ``monai`` is already imported, or MONAI's layout i
 this was written for, it is a plain ``import monai``.
 
 The modules it does load still import, for features octopi never calls, SciPy's signal and
-sparse packages, scikit-image's morphology, scikit-learn's metrics, pandas and pyplot (about
-1 s of MONAI's 1.8 s on a 2-core machine). While :func:`import_monai` runs, MONAI's
-``optional_import`` of those packages (:data:`DEFERRED_PACKAGES`) gives a :class:`Deferred`
-stand-in that imports the real object when first used (called, an attribute read, an
-``isinstance``), without MONAI's version check; a plain ``import matplotlib.pyplot`` (MONAI's
-jupyter utilities) gets a module that loads when first touched (``importlib.util.LazyLoader``).
-A package that is already imported, or not installed, is left to MONAI as usual, and after
-:func:`import_monai` MONAI's ``optional_import`` is its own again.
+sparse packages, scikit-image's morphology, scikit-learn's metrics, pandas and pyplot
+(about 1 s of MONAI's 1.8 s on a 2-core machine), and, where installed, transformers and
+torchvision (2.9 s of 5.6 s in such a Python).
+While :func:`import_monai` runs, MONAI's ``optional_import`` of those packages
+(:data:`DEFERRED_PACKAGES`) gives a :class:`Deferred` stand-in that imports the real object
+when first used (called, an attribute read, an ``isinstance``), without MONAI's version check;
+a plain ``import matplotlib.pyplot`` (MONAI's jupyter utilities) gets a module that loads when
+first touched (``importlib.util.LazyLoader``). A package that is already imported, or not
+installed, is left to MONAI as usual, and after :func:`import_monai` MONAI's
+``optional_import`` is its own again.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ _lock = threading.Lock()
 # not use (with their subpackages); deferred while import_monai runs.
 DEFERRED_PACKAGES = ("pandas", "matplotlib", "scipy.signal", "scipy.sparse", "scipy.stats")
 DEFERRED_PACKAGES += ("skimage", "sklearn")
+# Where they are installed (GPU images often have both), TransCheX imports transformers' BERT and
+# a few nets torchvision at import time: 2.9 s of 5.6 s for MONAI in such a Python 3.12 here.
+DEFERRED_PACKAGES += ("transformers", "torchvision")
 LAZY_MODULES = frozenset({"matplotlib.pyplot"})  # imported plainly by monai.utils.jupyter_utils
 
 
