@@ -63,6 +63,10 @@ pack() {
 run() {
     local archive=$1 dir=${OFFLINE_DIR:-/tmp/octopi-offline}
     local python=${GPU_CHECK_PYTHON:-python3}
+    if [[ ! -f $archive ]]; then
+        echo "no archive $archive: make it with \`$0 pack $archive\` where PyPI is reachable" >&2
+        exit 1
+    fi
     mkdir -p "$dir"
     tar -C "$dir" -xJf "$archive"
     export PYTHONPATH="$PWD/src:$dir/site${PYTHONPATH:+:$PYTHONPATH}"

@@ -68,3 +68,14 @@ def test_the_offline_script_is_executable_bash_that_parses() -> None:
     subprocess.run(["bash", "-n", str(script)], check=True)
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert usage.returncode == 2 and "pack ARCHIVE" in usage.stderr
+
+
+def test_run_without_its_archive_says_how_to_make_one(tmp_path: Path) -> None:
+    script = REPO / "benchmarks" / "gpu_check_offline.sh"
+    missing = tmp_path / "gpu-check.tar.xz"
+    proc = subprocess.run(
+        ["bash", str(script), "run", str(missing)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert f"no archive {missing}" in proc.stderr and "pack" in proc.stderr
+    assert not (tmp_path / "octopi-offline").exists()
