@@ -73,9 +73,10 @@ def test_the_offline_script_is_executable_bash_that_parses() -> None:
 def test_run_without_its_archive_says_how_to_make_one(tmp_path: Path) -> None:
     script = REPO / "benchmarks" / "gpu_check_offline.sh"
     missing = tmp_path / "gpu-check.tar.xz"
+    env = {**os.environ, "OFFLINE_DIR": str(tmp_path / "octopi-offline")}
     proc = subprocess.run(
-        ["bash", str(script), "run", str(missing)], capture_output=True, text=True
+        ["bash", str(script), "run", str(missing)], capture_output=True, text=True, env=env
     )
     assert proc.returncode == 1
     assert f"no archive {missing}" in proc.stderr and "pack" in proc.stderr
-    assert not (tmp_path / "octopi-offline").exists()
+    assert not (tmp_path / "octopi-offline").exists()  # nothing made before the refusal
