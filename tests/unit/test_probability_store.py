@@ -12,6 +12,19 @@ TARGET = TargetSpec(name="predict", user_id="octopi", session_id="5")
 CHANNELS = {"background": 0, "apo-ferritin": 1, "ribosome": 2}
 
 
+# On disk the probabilities are uint8 steps of 1/255: read back, each is within half a step of
+# what was written (and float16's own rounding of the encoder's arithmetic and of k/255).
+HALF_STEP = 0.5 / 255 + 2**-9
+
+
+def assert_stored(stored: np.ndarray, written: np.ndarray) -> None:
+    """``stored`` is ``written`` to the nearest 1/255 step, read back as float16."""
+    assert stored.dtype == np.float16 and stored.shape == written.shape
+    steps = stored.astype(np.float64) * 255
+    assert np.abs(steps - np.rint(steps)).max() < 0.13  # on the 1/255 grid (float16 of k/255)
+    assert np.abs(stored.astype(np.float64) - written.astype(np.float64)).max() <= HALF_STEP
+
+
 def hidden(project, run: str) -> list[str]:
     folder = project.root / "data" / "ExperimentRuns" / run / "Segmentations"
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
@@ -55,7 +68,7 @@ def test_planes_streamed_in_any_steps_read_back_exactly(tiny_project_copy, step)
     for name, channel in CHANNELS.items():
         stored = projects.load_probability(ref, 20.0, TARGET, name)
         assert stored.dtype == np.float16 and stored.shape == project.shape_zyx
-        np.testing.assert_array_equal(stored, probabilities[channel])
+        assert_stored(stored, probabilities[channel])
     assert hidden(project, project.run_names[0]) == []
 
 
@@ -68,7 +81,7 @@ def test_a_failed_segmentation_keeps_the_old_one_and_leaves_nothing(tiny_project
         assert len(hidden(project, project.run_names[0])) == 1  # the partial store is hidden
         raise RuntimeError("killed mid-run")
     assert hidden(project, project.run_names[0]) == []
-    np.testing.assert_array_equal(projects.load_probability(ref, 20.0, TARGET, "ribosome"), old[2])
+    assert_stored(projects.load_probability(ref, 20.0, TARGET, "ribosome"), old[2])
 
 
 def test_out_of_order_or_incomplete_planes_are_refused(tiny_project_copy):
@@ -119,4 +132,72 @@ def test_a_failed_probability_write_keeps_the_old_segmentation(tiny_project_copy
     assert hidden(project, project.run_names[0]) == []
     labels = projects.load_segmentation(ref, 20.0, TARGET)
     np.testing.assert_array_equal(labels, old.argmax(0))
-    np.testing.assert_array_equal(projects.load_probability(ref, 20.0, TARGET, "ribosome"), old[2])
+    assert_stored(projects.load_probability(ref, 20.0, TARGET, "ribosome"), old[2])
+
+
+def _probability_array(project, run: str):
+    import zarr
+
+    folder = project.root / "data" / "ExperimentRuns" / run / "Segmentations"
+    (store,) = folder.glob("*_octopi_5_predict-multilabel.zarr")
+    return zarr.open(str(store / "probabilities" / "0"), mode="r+"), store
+
+
+def test_probabilities_are_uint8_steps_on_disk(tiny_project_copy):
+    """Chunks hold one byte per voxel and channel (declared in .zarray, so any zarr reader
+    decodes them to float16), and a trained-like volume compresses far below float16."""
+    project = tiny_project_copy
+    _, _, shape, written = with_old_segmentation(project, seed=6)
+    array, store = _probability_array(project, project.run_names[0])
+    (steps,) = array.filters
+    assert (steps.codec_id, np.dtype(steps.astype), steps.scale) == ("fixedscaleoffset", "u1", 255)
+    assert array.dtype == np.float16
+    chunk = (store / "probabilities" / "0" / "2" / "0" / "0" / "0").read_bytes()
+    assert len(array.compressor.decode(chunk)) == 16 * 256 * 256  # a byte per element (float16: 2)
+    assert_stored(array[2], written[2])  # decoded by numcodecs' own FixedScaleOffset
+
+
+def test_the_fast_encoder_matches_numcodecs_to_one_step():
+    """Ours encodes in float32, numcodecs' in (emulated) float16: they may differ at a tie."""
+    from numcodecs import FixedScaleOffset
+
+    from octopi.data.probability_store import _STEPS_OF_1_255
+
+    values = random_probabilities((16, 64, 64), seed=9)
+    theirs = FixedScaleOffset(offset=0, scale=255, dtype="<f2", astype="u1")
+    ours = _STEPS_OF_1_255.encode(values)
+    assert ours.dtype == np.uint8 and _STEPS_OF_1_255.get_config() == theirs.get_config()
+    assert np.abs(ours.astype(int) - theirs.encode(values).astype(int)).max() <= 1
+    assert_stored(theirs.decode(ours).reshape(values.shape), values)
+
+
+def test_the_writer_encodes_with_the_fast_encoder(tiny_project_copy):
+    """zarr rebuilds filters from their configuration, which would give numcodecs' float16
+    encoder back (about 10 times slower); the writer's array keeps ours."""
+    from octopi.data.probability_store import _STEPS_OF_1_255
+
+    project = tiny_project_copy
+    projects = CopickProjects([project.source])
+    ref = projects.resolve(project.run_names[0])
+    shape = (3, *project.shape_zyx)
+    with projects.probability_writer(ref, 20.0, TARGET, CHANNELS, shape) as writer:
+        assert writer._array.filters == [_STEPS_OF_1_255]
+        assert writer._array.filters[0] is _STEPS_OF_1_255
+
+
+def test_plain_float16_probabilities_of_older_stores_still_read(tiny_project_copy):
+    """Stores written before the 1/255 steps hold plain float16 chunks: read exactly."""
+    import zarr
+
+    project = tiny_project_copy
+    projects, ref, shape, _ = with_old_segmentation(project, seed=7)
+    _, store = _probability_array(project, project.run_names[0])
+    older = random_probabilities(shape, seed=8)
+    group = zarr.open_group(str(store / "probabilities"), mode="r+")
+    del group["0"]
+    group.create_dataset(  # as the writer made them: nested chunk keys, no filter
+        "0", data=older, chunks=(1, 16, 256, 256), dtype=np.float16, dimension_separator="/"
+    )
+    np.testing.assert_array_equal(
+        projects.load_probability(ref, 20.0, TARGET, "ribosome"), older[2]
+    )

@@ -186,9 +186,10 @@ class InferenceConfig(Frozen):
     )
     save_probabilities: bool = Field(
         default=True,
-        description="segment also writes the class probabilities (float16, (C, Z, Y, X)) into "
-        "the label segmentation's store as the group 'probabilities', for localize's "
-        "per-class thresholds; 2 bytes × classes per voxel before compression",
+        description="segment also writes the class probabilities (float16, (C, Z, Y, X), "
+        "stored in steps of 1/255) into the label segmentation's store as the group "
+        "'probabilities', for localize's per-class thresholds; 1 byte × classes per voxel "
+        "before compression",
     )
 
 
