@@ -169,6 +169,9 @@ def test_the_fast_encoder_matches_numcodecs_to_one_step():
     assert ours.dtype == np.uint8 and _STEPS_OF_1_255.get_config() == theirs.get_config()
     assert np.abs(ours.astype(int) - theirs.encode(values).astype(int)).max() <= 1
     assert_stored(theirs.decode(ours).reshape(values.shape), values)
+    # a value rounded a little past [0, 1] is kept at the end of the range, not wrapped
+    edges = _STEPS_OF_1_255.encode(np.array([1.002, 1.01, -0.001], dtype=np.float16))
+    assert edges.tolist() == [255, 255, 0]
 
 
 def test_the_writer_encodes_with_the_fast_encoder(tiny_project_copy):

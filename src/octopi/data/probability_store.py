@@ -60,7 +60,8 @@ class _StepsOf1Over255(FixedScaleOffset):
 
     def encode(self, buf: Any) -> np.ndarray:
         probabilities = np.asarray(buf).view(self.dtype).reshape(-1, order="A")
-        return np.rint(probabilities.astype(np.float32) * self.scale).astype(self.astype)
+        steps = np.rint(probabilities.astype(np.float32) * self.scale)
+        return np.clip(steps, 0, 255, out=steps).astype(self.astype)  # never wraps around
 
 
 # Probabilities in [0, 1] kept as round(p × 255) in uint8; read back as float16.
