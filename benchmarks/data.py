@@ -153,23 +153,15 @@ def build(
     train_shape, test_shape = _shape_arg(spec.train_shape), _shape_arg(spec.test_shape)
     # The two projects are independent processes, built side by side: on a machine of many
     # cores (the GPU check's) that halves the data time; each step's seconds are its own wall.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        synthesized = [
-            pool.submit(
-                timed,
-                "synthesize-train",
-                [*ours.synthesize(root / "train", n_total, train_shape, spec.seed), *preset],
-            ),
-            pool.submit(
-                timed,
-                "synthesize-test",
-                [
-                    *ours.synthesize(root / "test", spec.test_runs, test_shape, spec.seed + 1),
-                    *preset,
-                ],
-            ),
-        ]
-        for future in synthesized:
+    synthesis = {
+        "synthesize-train": ours.synthesize(root / "train", n_total, train_shape, spec.seed),
+        "synthesize-test": ours.synthesize(
+            root / "test", spec.test_runs, test_shape, spec.seed + 1
+        ),
+    }
+    with ThreadPoolExecutor(max_workers=len(synthesis)) as pool:
+        started = [pool.submit(timed, name, [*argv, *preset]) for name, argv in synthesis.items()]
+        for future in started:
             future.result()
     timed("targets-ours", ours.create_targets(data["train_config"]))
     if published_targets:
