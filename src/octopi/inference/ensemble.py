@@ -28,11 +28,14 @@ def load_ensemble(
     weights: Sequence[str | Path],
     device: torch.device | str = "cpu",
 ) -> tuple[ModelCard, list[torch.nn.Module]]:
-    """Load one network per (model_config.yaml, weights) pair, in eval mode on ``device``.
+    """Load one network per (model_config.yaml, weights) pair, in eval mode on ``device``,
+    its stride-1 transposed convolutions swapped for plain ones (for prediction only:
+    :mod:`octopi.models.inference_layers`).
 
     Every card must name the same classes (names and labels) and voxel size, because the
     members' probabilities are averaged per channel. Returns the first card and the models.
     """
+    from octopi.models.inference_layers import swap_for_inference
     from octopi.models.registry import load_model
 
     if not model_configs:
@@ -48,6 +51,7 @@ def load_ensemble(
     for card, path in zip(cards, weights, strict=True):
         model = load_model(card, path, device=str(device))
         model.eval()
+        swap_for_inference(model)  # exact, faster layers; these models are never trained
         models.append(model)
     return cards[0], models
 
