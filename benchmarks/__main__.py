@@ -117,10 +117,12 @@ def overhead(args: argparse.Namespace) -> int:
 
 
 def levers(args: argparse.Namespace) -> int:
+    latest = RESULTS / "latest-inference-levers.json"
+    earlier = json.loads(latest.read_text()) if latest.exists() else None
     return measured_or_reported(
         "inference-levers",
         args,
-        lambda: inference_levers.measure(args),
+        lambda: inference_levers.measure(args, earlier),
         inference_levers.markdown,
     )
 

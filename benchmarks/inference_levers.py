@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import data, ours
+from benchmarks import data, logparse, ours, published
 from benchmarks.procs import run_measured, tail
 
 SIZES: dict[str, tuple[int, int, int]] = {
@@ -41,7 +41,8 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "czii": (184, 630, 630),
 }
 # octopi 1.7.0 with its defaults, seconds per tomogram on this machine (docs/benchmarks.md,
-# suite quick-hard; issue 14 for 96×192×192); not re-run here.
+# suite quick-hard; issue 14 for 96×192×192), where a run has no figure of its own
+# (``--published-model`` times it on the same tomogram).
 REFERENCE_SECONDS = {"quick": 6.0, "issue": 23.7}
 SPEEDUP_GOAL = 20.0
 # F4 within this of today's defaults counts as equal (picks of one synthetic tomogram).
@@ -264,8 +265,45 @@ def measure_size(runner: Runner, levers: list[Lever], repeats: int, warmup: bool
     return rows
 
 
-def measure(args: argparse.Namespace) -> dict:
-    """Prepare the data and model, then measure every size; the results as JSON types."""
+def published_segment(tomogram: Tomogram, model_dir: Path, logs: Path) -> dict:
+    """octopi 1.7.0's ``segment`` with its defaults on ``tomogram`` (``model_dir``: a model it
+    trained): seconds per tomogram from its own progress bar, and the process's wall time,
+    peak memory and log."""
+    seg_uri = "predict:published/levers"
+    argv = published.segment(tomogram.config, model_dir, [tomogram.run], seg_uri)
+    result = run_measured(argv, log_path=logs / f"published-segment-{tomogram.size}.log")
+    _check(result, f"octopi 1.7.0 segment ({tomogram.size})")
+    return {
+        "seconds": logparse.published_seconds_per_tomogram(result.log, 1),
+        "wall_seconds": round(result.wall_seconds, 2),
+        "peak_rss_mb": result.peak_rss_mb,
+        "model": str(model_dir),
+        "log": result.log,
+    }
+
+
+def merged(results: dict, earlier: dict | None) -> dict:
+    """``results`` with the sizes it did not measure carried over from ``earlier`` (the
+    latest results): their rows and octopi 1.7.0 figures, each row marked with the time of
+    the run that measured it. Sizes stay in :data:`SIZES` order."""
+    if not earlier:
+        return results
+    carried = [s for s in earlier.get("sizes", {}) if s not in results["sizes"]]
+    for size in carried:
+        for row in earlier["rows"]:
+            if row["size"] == size:
+                results["rows"].append({"measured_at": earlier["timestamp"], **row})
+        if size in earlier.get("published", {}):
+            results.setdefault("published", {})[size] = earlier["published"][size]
+    every = results["sizes"] | {s: earlier["sizes"][s] for s in carried}
+    results["sizes"] = {s: every[s] for s in SIZES if s in every}
+    return results
+
+
+def measure(args: argparse.Namespace, earlier: dict | None = None) -> dict:
+    """Prepare the data and model, then measure every size (and, with
+    ``args.published_model``, octopi 1.7.0's ``segment`` on the same tomograms); sizes not
+    measured now are carried over from ``earlier``. The results as JSON types."""
     import torch
 
     sizes = [s for s in args.sizes.split(",") if s]
@@ -286,8 +324,13 @@ def measure(args: argparse.Namespace) -> dict:
             results["rows"] += measure_size(runner, chosen, 1, warmup=False)
         else:
             results["rows"] += measure_size(runner, levers, args.repeats, warmup=True)
+        if args.published_model:
+            published_figures = results.setdefault("published", {})
+            published_figures[tomogram.size] = published_segment(
+                tomogram, args.published_model, args.work / "logs"
+            )
     results["load_average"] = {"start": load_start, "end": os.getloadavg()}
-    return results
+    return merged(results, earlier)
 
 
 # --------------------------------------------------------------------------- report
@@ -315,10 +358,16 @@ def best_row(rows: list[dict]) -> dict | None:
     return min(equal, key=lambda r: r["seconds_min"])
 
 
-def _size_table(size: str, rows: list[dict], dim_in: int) -> list[str]:
+def reference_seconds(results: dict, size: str) -> float | None:
+    """octopi 1.7.0's seconds per tomogram of ``size``: timed in the run where it was
+    (``--published-model``), else :data:`REFERENCE_SECONDS`; None where neither has one."""
+    timed = results.get("published", {}).get(size, {}).get("seconds")
+    return timed if timed is not None else REFERENCE_SECONDS.get(size)
+
+
+def _size_table(size: str, rows: list[dict], dim_in: int, reference: float | None) -> list[str]:
     """Markdown lines of one size: one row per lever."""
     defaults = next((r for r in rows if r["settings"] == DEFAULTS), None)
-    reference = REFERENCE_SECONDS.get(size)
     lines = [
         "| lever | group | settings | windows | s/tomogram min (median) | network s | F4 | "
         "picks | vs defaults | vs octopi 1.7.0 | 1-min load |",
@@ -339,10 +388,9 @@ def _size_table(size: str, rows: list[dict], dim_in: int) -> list[str]:
     return lines
 
 
-def _summary(size: str, rows: list[dict]) -> str:
+def _summary(rows: list[dict], reference: float | None) -> str:
     """One sentence: the fastest row at equal F4 and how far it is from the 20× goal."""
     best = best_row(rows)
-    reference = REFERENCE_SECONDS.get(size)
     if best is None:
         return "No row with today's defaults and an F4: no verdict."
     text = f"Fastest at equal F4 (≥ defaults − {F4_TOLERANCE:g}): **{best['name']}**, "
@@ -375,8 +423,20 @@ def markdown(results: dict) -> str:
         if not rows:
             continue
         zyx = "×".join(str(n) for n in shape)
-        lines += ["", f"**{size}** ({zyx}): {_summary(size, rows)}", ""]
-        lines += _size_table(size, rows, dim_in)
+        reference = reference_seconds(results, size)
+        lines += ["", f"**{size}** ({zyx}): {_summary(rows, reference)}"]
+        if rows[0].get("measured_at"):
+            lines.append(f"Rows of the run of {rows[0]['measured_at']}.")
+        timed = results.get("published", {}).get(size)
+        if timed:
+            lines.append(
+                f"octopi 1.7.0 timed on the same tomogram with its defaults (window = its "
+                f"training crop, overlap 0.5, 4 test-time augmentations): {timed['seconds']:.1f} s "
+                f"per tomogram by its own progress bar, {timed['wall_seconds']:.0f} s process "
+                f"wall, peak {timed['peak_rss_mb'] / 1024:.1f} GB."
+            )
+        lines.append("")
+        lines += _size_table(size, rows, dim_in, reference)
     return "\n".join(lines)
 
 
@@ -385,6 +445,12 @@ def add_parser(sub) -> None:
     bench = Path(__file__).resolve().parent
     cmd = sub.add_parser("inference-levers", help="time inference settings, with their F4")
     cmd.add_argument("--model", type=Path, help="trained model folder (default: train one)")
+    cmd.add_argument(
+        "--published-model",
+        type=Path,
+        help="a model folder octopi 1.7.0 trained (best_model.pth, model_config.yaml): also time "
+        "its segment on each size's tomogram, instead of the reference figures",
+    )
     cmd.add_argument("--epochs", type=int, default=40, help="epochs of the model trained here")
     cmd.add_argument("--sizes", default="quick,issue", help=f"subset of {','.join(SIZES)}")
     cmd.add_argument("--repeats", type=int, default=3, help="timed passes per row (interleaved)")

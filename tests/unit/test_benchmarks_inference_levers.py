@@ -107,3 +107,53 @@ def test_table_names_the_fastest_row_at_equal_f4_against_the_goal(tmp_path: Path
     text = doc.read_text()
     start, end = markers("inference-levers")
     assert "hand-written" in text and text.index(start) < text.index("**quick**") < text.index(end)
+
+
+def test_sizes_not_measured_are_carried_over_with_their_octopi_figures() -> None:
+    earlier = _results([{"size": "quick", "name": "old"}, {"size": "issue", "name": "old"}])
+    earlier["sizes"] = {"quick": [64, 160, 160], "issue": [96, 192, 192]}
+    earlier["published"] = {"quick": {"seconds": 5.5}}
+    now = _results([{"size": "czii", "name": "new"}])
+    now["timestamp"], now["sizes"] = "2026-02-02T00:00:00", {"czii": [184, 630, 630]}
+    now["published"] = {"czii": {"seconds": 750.0}}
+    result = levers.merged(now, earlier)
+    assert list(result["sizes"]) == ["quick", "issue", "czii"]
+    assert [(r["size"], r.get("measured_at")) for r in result["rows"]] == [
+        ("czii", None),
+        ("quick", "2026-01-01T00:00:00"),
+        ("issue", "2026-01-01T00:00:00"),
+    ]
+    assert result["published"] == {"czii": {"seconds": 750.0}, "quick": {"seconds": 5.5}}
+    assert levers.merged(now, None) is now
+
+
+def test_octopi_timed_in_the_run_replaces_the_reference_figure() -> None:
+    rows = levers.measure_size(_FakeRunner(), levers.ladder(), repeats=1, warmup=False)  # type: ignore[arg-type]
+    results = _results(rows)
+    assert levers.reference_seconds(results, "quick") == levers.REFERENCE_SECONDS["quick"]
+    assert levers.reference_seconds(results, "czii") is None
+    timed = {"seconds": 18.0, "wall_seconds": 25.0, "peak_rss_mb": 2048.0}
+    results["published"] = {"quick": timed}
+    table = levers.markdown(results)
+    assert "20.0× octopi 1.7.0's 18 s (goal 20×, 0.90 s: met)" in table
+    assert "18.0 s per tomogram by its own progress bar, 25 s process wall, peak 2.0 GB" in table
+
+
+def test_octopi_segment_is_timed_by_its_own_progress_bar(monkeypatch, tmp_path: Path) -> None:
+    from benchmarks.procs import ProcResult
+
+    calls = []
+
+    def fake_run(argv, *, log_path):
+        calls.append(argv)
+        bar = "Segmenting Tomograms on GPU: cpu: 100%|##| 1/1 [12:30<00:00, 750.97s/it]\n"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        start = "Segmenting Tomograms on GPU: cpu:   0%| | 0/1 [00:00<?, ?it/s]\r"
+        log_path.write_text(start + bar)
+        return ProcResult(argv, 0, 762.4, 9000.0, 9100.0, 9100.0, 1400.0, (2.0, 2.0), str(log_path))
+
+    monkeypatch.setattr(levers, "run_measured", fake_run)
+    tomogram = levers.Tomogram("czii", (184, 630, 630), tmp_path / "copick.json", "TS_0")
+    figures = levers.published_segment(tomogram, tmp_path / "model", tmp_path / "logs")
+    assert figures["seconds"] == 750.0 and figures["wall_seconds"] == 762.4
+    assert "segment" in calls[0] and str(tmp_path / "model" / "best_model.pth") in calls[0]
