@@ -157,6 +157,8 @@ VARIANTS: dict[str, list[str]] = {
     # Targets of 0.5 × the radius with the default loss at the published budget.
     "targets 0.5 × radius (the defaults now)": ["targets=5"],
     "targets 0.5 × radius, seed 2 (the defaults now)": ["targets=5", "--seed", "2"],
+    # Is the learning rate what limits 300 steps? (--lr keeps the published default 1e-3.)
+    "100 epochs: lr 3e-3": [*_EPOCHS_100, "targets=5", "--lr", "3e-3"],
 }
 
 
