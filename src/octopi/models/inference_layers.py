@@ -21,8 +21,8 @@ __all__ = ["plain_convolution", "swap_for_inference"]
 
 def plain_convolution(layer: nn.ConvTranspose3d) -> nn.Conv3d | None:
     """The :class:`~torch.nn.Conv3d` that computes exactly what ``layer`` computes, with the
-    same dtype and device; None where there is none here: a stride or output padding other
-    than 0/1, grouped channels, a padding mode other than zeros, or a padding wider than the
+    same dtype and device; None where there is none here: a stride other than 1, an output
+    padding, grouped channels, a padding mode other than zeros, or a padding wider than the
     (dilated) kernel."""
     if layer.groups != 1 or layer.padding_mode != "zeros":
         return None
