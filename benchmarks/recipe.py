@@ -43,6 +43,9 @@ TARGET_SESSIONS = {"1": 0.7, "5": 0.5, "10": 1.0, "4": 0.4}
 _COSINE_TO_ZERO = ["--lr-decay", "cosine_to_zero"]
 # Later flags win: these variants train 100 epochs, validated every 10.
 _EPOCHS_100 = ["--num-epochs", "100", "--val-interval", "10"]
+_E100_T5 = [*_EPOCHS_100, "targets=5"]
+# The recipe these variants found for short budgets (docs/quickstart.md); not the defaults.
+_SHORT_RECIPE = ["--ce-class-balance", "1", "--lr", "3e-3"]
 VARIANTS: dict[str, list[str]] = {
     "tversky (the default before)": ["--loss", "tversky", *_COSINE_TO_ZERO],
     "tversky, lr 3e-3": ["--loss", "tversky", "--lr", "3e-3", *_COSINE_TO_ZERO],
@@ -159,6 +162,15 @@ VARIANTS: dict[str, list[str]] = {
     "targets 0.5 × radius, seed 2 (the defaults now)": ["targets=5", "--seed", "2"],
     # Is the learning rate what limits 300 steps? (--lr keeps the published default 1e-3.)
     "100 epochs: lr 3e-3": [*_EPOCHS_100, "targets=5", "--lr", "3e-3"],
+    # What tells beta-galactosidase from its neighbours (issue 13, 100 epochs)?
+    "100 epochs: strides 2,2,2 (a third down-sampling)": [*_E100_T5, "--strides", "2,2,2"],
+    "100 epochs: class balance 1": [*_E100_T5, "--ce-class-balance", "1"],
+    "100 epochs: channels 48,96,128,128": [*_E100_T5, "--channels", "48,96,128,128"],
+    "100 epochs: class balance 1, seed 2": [*_E100_T5, "--ce-class-balance", "1", "--seed", "2"],
+    "100 epochs: class balance 1, lr 3e-3": [*_E100_T5, *_SHORT_RECIPE],
+    "100 epochs: class balance 1, lr 3e-3, seed 2": [*_E100_T5, *_SHORT_RECIPE, "--seed", "2"],
+    "class balance 1, lr 3e-3": ["targets=5", *_SHORT_RECIPE],
+    "class balance 1, lr 3e-3, seed 2": ["targets=5", *_SHORT_RECIPE, "--seed", "2"],
 }
 
 
